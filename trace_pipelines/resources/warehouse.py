@@ -1,0 +1,86 @@
+"""The DuckDB warehouse users query, and the one lock every writer of it takes.
+
+DuckDB allows one writing process per database file. Raw partitions never write the warehouse
+(they write Parquet, see `raw_store`); the few writers left (view creation, model refreshes,
+site deletion) take an exclusive file lock first, so they queue for each other in order
+instead of failing on DuckDB's own lock after a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from trace_pipelines.assets.stripe_tables import RAW_TABLES
+from trace_pipelines.resources.raw_store import RawStore
+from trace_pipelines.settings import TracePaths
+
+# Bump when the view definitions change, so existing warehouses pick the new ones up.
+RAW_VIEWS_VERSION = "1"
+
+
+@contextlib.contextmanager
+def warehouse_lock(paths: TracePaths) -> Iterator[None]:
+    """Hold the machine-wide write lock of the warehouse."""
+    paths.locks_dir.mkdir(parents=True, exist_ok=True)
+    with open(paths.locks_dir / "warehouse.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def connect_warehouse(
+    paths: TracePaths, *, read_only: bool = False, timeout_seconds: float = 120.0
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting while another process holds DuckDB's file lock."""
+    paths.home.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_seconds
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(paths.warehouse), read_only=read_only)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def raw_view_sql(store: RawStore) -> list[str]:
+    """Statements that (re)create the `raw.stripe_*` views over the Parquet files.
+
+    A referenced object can be stored by several month partitions; the view keeps the most
+    recently observed state of each object, so every view has one row per (site_id, id).
+    """
+    statements = ["create schema if not exists raw"]
+    for table in RAW_TABLES:
+        glob = store.glob(table).replace("'", "''")
+        statements.append(
+            f"create or replace view raw.{table.name} as "
+            f"select * from read_parquet('{glob}', union_by_name = true) "
+            "qualify row_number() over (partition by site_id, id order by observed_at desc) = 1"
+        )
+    return statements
+
+
+def ensure_raw_views(paths: TracePaths) -> None:
+    """Create the raw views once per warehouse (and again when their definition changes)."""
+    store = RawStore(paths.raw_dir)
+    marker = paths.raw_dir / f".views-v{RAW_VIEWS_VERSION}-{paths.warehouse.name}"
+    if marker.exists() and paths.warehouse.exists():
+        return
+    store.ensure_schema_files()
+    with warehouse_lock(paths):
+        if marker.exists() and paths.warehouse.exists():
+            return
+        with connect_warehouse(paths) as con:
+            for statement in raw_view_sql(store):
+                con.execute(statement)
+        marker.touch()
