@@ -51,3 +51,8 @@ def inputs_dir() -> Path | None:
     """TRACE_INPUTS_DIR: the folder with the Trace-side CSVs (touchpoints, identities, ...)."""
     value = os.environ.get("TRACE_INPUTS_DIR")
     return Path(value).resolve() if value else None
+
+
+def stripe_api_base() -> str | None:
+    """STRIPE_API_BASE: where the Stripe API is served; unset means api.stripe.com."""
+    return os.environ.get("STRIPE_API_BASE") or None

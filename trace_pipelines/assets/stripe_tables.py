@@ -196,8 +196,8 @@ CHARGES = RawTable(
         Column("paid", _BOOL, "True when the charge succeeded or was authorized.", _field("paid")),
         Column("captured", _BOOL, "False for an authorization not captured.", _field("captured")),
         Column("amount", _INT, "Charged amount in minor units.", _amount("amount")),
-        Column("amount_captured", _INT, "Captured amount, minor units.", _amount("amount_captured")),
-        Column("amount_refunded", _INT, "Refunded so far, minor units.", _amount("amount_refunded")),
+        Column("amount_captured", _INT, "Captured, minor units.", _amount("amount_captured")),
+        Column("amount_refunded", _INT, "Refunded, minor units.", _amount("amount_refunded")),
         Column("currency", _STR, "Lowercase ISO currency of the amounts.", _lower("currency")),
         Column("disputed", _BOOL, "True when the charge has been disputed.", _field("disputed")),
         Column("customer_id", _STR, "Stripe customer, if any.", _ids("customer")),
@@ -273,7 +273,9 @@ INVOICES = RawTable(
         Column("amount_due", _INT, "Amount due, minor units.", _amount("amount_due")),
         Column("amount_paid", _INT, "Amount paid, minor units.", _amount("amount_paid")),
         Column("currency", _STR, "Lowercase ISO currency.", _lower("currency")),
-        Column("paid_at", _TS, "status_transitions.paid_at (UTC).", _time("status_transitions.paid_at")),
+        Column(
+            "paid_at", _TS, "status_transitions.paid_at (UTC).", _time("status_transitions.paid_at")
+        ),
         Column("metadata_json", _STR, "The invoice's metadata as JSON.", _metadata_json),
         Column("trace_visitor_id", _STR, "metadata.trace_visitor_id, trimmed.", _visitor()),
         Column(
@@ -295,12 +297,14 @@ INVOICE_PAYMENTS = RawTable(
         Column(
             "payment_intent_id", _STR, "PaymentIntent that paid it.", _ids("payment.payment_intent")
         ),
-        Column("charge_id", _STR, "Charge that paid it (out-of-band payments).", _ids("payment.charge")),
+        Column("charge_id", _STR, "Charge that paid it.", _ids("payment.charge")),
         Column("amount_paid", _INT, "Amount paid, minor units.", _amount("amount_paid")),
         Column("currency", _STR, "Lowercase ISO currency.", _lower("currency")),
         Column("status", _STR, "open, paid or canceled.", _field("status")),
-        Column("is_default", _BOOL, "True for the invoice's default payment.", _field("is_default")),
-        Column("paid_at", _TS, "status_transitions.paid_at (UTC).", _time("status_transitions.paid_at")),
+        Column("is_default", _BOOL, "The default payment.", _field("is_default")),
+        Column(
+            "paid_at", _TS, "status_transitions.paid_at (UTC).", _time("status_transitions.paid_at")
+        ),
     ),
 )
 
@@ -320,7 +324,9 @@ CUSTOMERS = RawTable(
 SUBSCRIPTIONS = RawTable(
     name="stripe_subscriptions",
     stripe_object="subscription",
-    description="One row per subscription, by the month it was created (plus older referenced ones).",
+    description=(
+        "One row per subscription, by the month it was created (plus older referenced ones)."
+    ),
     has_referenced_rows=True,
     columns=(
         Column("customer_id", _STR, "The subscribed customer.", _ids("customer")),
@@ -335,12 +341,16 @@ SUBSCRIPTIONS = RawTable(
 CHECKOUT_SESSIONS = RawTable(
     name="stripe_checkout_sessions",
     stripe_object="checkout.session",
-    description="One row per Checkout Session, by the month it was created (plus older referenced ones).",
+    description=(
+        "One row per Checkout Session, by the month created (plus older referenced ones)."
+    ),
     has_referenced_rows=True,
     columns=(
         Column("mode", _STR, "payment, subscription or setup.", _field("mode")),
         Column("status", _STR, "open, complete or expired.", _field("status")),
-        Column("payment_status", _STR, "paid, unpaid or no_payment_required.", _field("payment_status")),
+        Column(
+            "payment_status", _STR, "paid, unpaid, no_payment_required.", _field("payment_status")
+        ),
         Column("customer_id", _STR, "Customer created or reused.", _ids("customer")),
         Column("customer_email", _STR, "customer_details.email.", _field("customer_details.email")),
         Column("payment_intent_id", _STR, "PaymentIntent (payment mode).", _ids("payment_intent")),

@@ -1,4 +1,4 @@
-"""The `trace_storage` resource: where this deployment keeps its warehouse, raw files and registry."""
+"""The `trace_storage` resource: where the warehouse, raw files and site registry live."""
 
 from __future__ import annotations
 

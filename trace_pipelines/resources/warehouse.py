@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import duckdb
 
