@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export TRACE_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: demo test test-quick lint lock bench clean
+.PHONY: demo instance test test-quick lint lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 ## demo: build the environment, generate the demo store, backfill both demo sites and serve the UI.
 ## DEMO_UI=0 stops after the backfill and the summary (for scripts).
-demo: $(STAMP)
+demo: $(STAMP) instance
 	$(BIN)/trace-pipelines demo run
+
+# The local instance config goes into DAGSTER_HOME once; an existing one (say, PostgreSQL) is kept.
+instance:
+	@mkdir -p $(DAGSTER_HOME)
+	@test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 ## test: build the environment and run the whole suite, slow tests included (this is what CI runs).
 test: $(STAMP)
