@@ -10,6 +10,7 @@ safe: each run writes only its own Parquet files, and the Stripe rate limit is s
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,6 +36,8 @@ class PartitionOutcome:
     rows: int
     requests: int
     seconds: float
+    # Peak resident memory of the worker process so far (workers run several partitions).
+    peak_rss_mb: float = 0.0
     error: str | None = None
 
 
@@ -126,6 +129,7 @@ def run_partition(site_id: str, stripe_account_id: str, month: date) -> Partitio
         rows=rows,
         requests=requests,
         seconds=time.monotonic() - started,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         error=None if result.success else _failure_message(result),
     )
 

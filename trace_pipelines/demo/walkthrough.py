@@ -8,6 +8,7 @@ daemon until Ctrl-C. DEMO_UI=0 (or `--no-ui`) stops after the summary, for scrip
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import subprocess
@@ -41,7 +42,16 @@ def run_demo(*, serve_ui: bool = True) -> int:
     os.environ["STRIPE_API_KEY"] = api_key
     os.environ["TRACE_INPUTS_DIR"] = str(store / "trace")
     print("Starting the local Stripe sandbox ...", flush=True)
-    with running_sandbox_process(store / "stripe", api_keys=(api_key,)) as sandbox:
+    with contextlib.ExitStack() as stack:
+        try:
+            sandbox = stack.enter_context(
+                running_sandbox_process(store / "stripe", api_keys=(api_key,))
+            )
+        except RuntimeError:
+            raise UsageError(
+                f"The Stripe sandbox could not serve {store / 'stripe'} (its error is above). "
+                "Fix the fixtures, or delete the demo store to generate it again."
+            ) from None
         # Child processes (partition runs, the UI's code server and daemon) inherit these.
         os.environ["STRIPE_API_BASE"] = sandbox.api_base
         site_ids = _register_sites(paths, store / "trace" / "sites.csv")
