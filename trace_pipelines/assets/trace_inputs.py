@@ -200,7 +200,12 @@ def warehouse_writer(
         )
     paths.home.mkdir(parents=True, exist_ok=True)
     with warehouse_lock(paths), duckdb_resource.get_connection() as connection:
-        yield connection
+        try:
+            yield connection
+        finally:
+            # get_connection closes only on success; a failed statement must not leave the
+            # file open in this process (the next open with another config would fail).
+            connection.close()
 
 
 def read_input_csv(spec: TraceInput, path: Path) -> pa.Table:
