@@ -93,3 +93,21 @@ def test_connect_rejects_bad_input_with_a_clear_message(
 def test_an_unknown_site_names_the_command_that_registers_it(registry: SiteRegistry):
     with pytest.raises(SiteError, match="trace-pipelines sites connect"):
         registry.get("site_zzz")
+
+
+def test_disconnect_keeps_the_site_and_frees_its_account(registry: SiteRegistry):
+    registry.connect("site_a", "a.example", "acct_1Abc")
+    site = registry.disconnect("site_a")
+    assert (site.status, site.disconnected_at is not None) == ("disconnected", True)
+    assert registry.site_for_account("acct_1Abc").site_id == "site_a"
+    registry.connect("site_b", "b.example", "acct_1Abc")  # no longer refused
+    assert registry.site_for_account("acct_1Abc").site_id == "site_b"
+
+
+def test_reconnecting_clears_the_disconnect_and_delete_forgets_the_site(registry: SiteRegistry):
+    registry.connect("site_a", "a.example", "acct_1Abc")
+    registry.disconnect("site_a")
+    assert registry.connect("site_a", "a.example", "acct_1Abc").disconnected_at is None
+    registry.delete("site_a")
+    registry.delete("site_a")
+    assert registry.list() == []

@@ -121,6 +121,33 @@ class SiteRegistry:
             )
         return _site(row)
 
+    def site_for_account(self, stripe_account_id: str) -> Site | None:
+        """The site an account feeds: the connected one, else the most recently disconnected."""
+        with self._connection() as con:
+            row = con.execute(
+                "select * from sites where stripe_account_id = ? "
+                "order by status = 'connected' desc, coalesce(disconnected_at, '') desc limit 1",
+                (stripe_account_id,),
+            ).fetchone()
+        return _site(row) if row else None
+
+    def disconnect(self, site_id: str, at: datetime | None = None) -> Site:
+        """Mark a site disconnected from `at` (default now); its rows stay. Idempotent."""
+        site = self.get(site_id)
+        if not site.is_connected:
+            return site
+        with self._connection() as con:
+            con.execute(
+                "update sites set status = 'disconnected', disconnected_at = ? where site_id = ?",
+                ((at or _now()).isoformat(), site_id),
+            )
+        return self.get(site_id)
+
+    def delete(self, site_id: str) -> None:
+        """Forget a site entirely (the last step of site deletion). Idempotent."""
+        with self._connection() as con:
+            con.execute("delete from sites where site_id = ?", (site_id,))
+
     def list(self) -> list[Site]:
         with self._connection() as con:
             rows = con.execute("select * from sites order by site_id").fetchall()
