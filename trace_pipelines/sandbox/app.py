@@ -11,7 +11,8 @@ connected accounts. `GET /v1/account` without the header returns the platform ac
 
 `/_sandbox/...` is the control API for tests and benchmarks (no auth, local clients only):
 `GET health`, `POST|GET|DELETE faults`, `GET|DELETE requests`, and
-`POST accounts/{acct}/revoke|restore`. Only `/v1` requests are logged and delayed.
+`POST accounts/{acct}/revoke|restore`. Only `/v1` and `/oauth` (see `oauth`) requests are
+logged and delayed.
 """
 
 from __future__ import annotations
@@ -167,8 +168,10 @@ def create_app(
         revoked={a.id for a in store.accounts.values() if a.revoked},
     )
 
+    from trace_pipelines.sandbox.oauth import oauth_routes  # it imports this module
+
     app = Starlette(
-        routes=_stripe_routes() + _control_routes(),
+        routes=_stripe_routes() + _control_routes() + oauth_routes(),
         exception_handlers={StripeError: _stripe_error, HTTPException: _http_error},
     )
     app.state.sandbox = state
@@ -565,7 +568,7 @@ class _SandboxMiddleware:
             return
         request_id = f"req_{uuid.uuid4().hex[:14]}"
         path: str = scope["path"]
-        is_stripe = path.startswith("/v1/") or path == "/v1"
+        is_stripe = path.startswith(("/v1/", "/oauth/")) or path == "/v1"
         state: SandboxState = scope["app"].state.sandbox if "app" in scope else None
         status = 500
         started = False
