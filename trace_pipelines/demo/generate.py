@@ -104,8 +104,9 @@ def generate_demo_store(
     """Write the demo store under `out_dir` and return what it holds.
 
     Layout: `out_dir/stripe/acct_<16>/{charges,refunds,disputes,invoices,invoice_payments,
-    customers,subscriptions,checkout_sessions,events,account}.json` (JSON arrays, newest
-    first) for each site, and `out_dir/trace/{sites,touchpoints,identities,ad_spend}.csv`.
+    customers,subscriptions,checkout_sessions,events}.json` (JSON arrays, newest first) plus
+    `account.json` (one object) for each site, and
+    `out_dir/trace/{sites,touchpoints,identities,ad_spend}.csv`.
     `customers` is per site and yields about 7.5 charges each. `now` (default: this hour,
     UTC; a naive value is read as UTC) ends the history. `sites` is 1 (site_a) or 2.
 

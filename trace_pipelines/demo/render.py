@@ -5,6 +5,10 @@ Stripe would hold: the customer, Checkout Sessions, subscriptions, invoices and 
 payments, charges, refunds, disputes, and the events of the last 30 days. What happens to a
 charge afterwards (refunds, a dispute) is decided before the charge is written, so the charge
 goes out once, already in its final state, and nothing needs to be kept to patch it later.
+
+Not modelled: renewals that fail and are retried (every invoice here is paid at the first
+attempt), PaymentIntents as objects of their own (only their ids appear), and event types
+beyond the nine Trace subscribes to; the dunning path of the pipeline gets no demo data.
 """
 
 from __future__ import annotations
