@@ -16,11 +16,12 @@ from collections.abc import Iterator
 import duckdb
 
 from trace_pipelines.assets.stripe_tables import RAW_TABLES
+from trace_pipelines.live.files import ensure_live_schema_files
 from trace_pipelines.resources.raw_store import RawStore
 from trace_pipelines.settings import TracePaths
 
 # Bump when the view definitions change, so existing warehouses pick the new ones up.
-RAW_VIEWS_VERSION = "1"
+RAW_VIEWS_VERSION = "2"
 
 
 @contextlib.contextmanager
@@ -55,8 +56,11 @@ def connect_warehouse(
 def raw_view_sql(store: RawStore) -> list[str]:
     """Statements that (re)create the `raw.stripe_*` views over the Parquet files.
 
-    A referenced object can be stored by several month partitions; the view keeps the most
+    A referenced object can be stored by several month partitions, and webhook events add
+    states of an object as live files (`trace_pipelines.live.files`); the view keeps the most
     recently observed state of each object, so every view has one row per (site_id, id).
+    Two live states observed in the same second are ordered by `state_rank` (how far along
+    its life the object is); backfill rows have none and lose such a tie.
     """
     statements = ["create schema if not exists raw"]
     for table in RAW_TABLES:
@@ -64,7 +68,8 @@ def raw_view_sql(store: RawStore) -> list[str]:
         statements.append(
             f"create or replace view raw.{table.name} as "
             f"select * from read_parquet('{glob}', union_by_name = true) "
-            "qualify row_number() over (partition by site_id, id order by observed_at desc) = 1"
+            "qualify row_number() over (partition by site_id, id "
+            "order by observed_at desc, state_rank desc nulls last) = 1"
         )
     return statements
 
@@ -76,6 +81,7 @@ def ensure_raw_views(paths: TracePaths) -> None:
     if marker.exists() and paths.warehouse.exists():
         return
     store.ensure_schema_files()
+    ensure_live_schema_files(store)
     with warehouse_lock(paths):
         if marker.exists() and paths.warehouse.exists():
             return
