@@ -244,12 +244,12 @@ def _compact(
     first, last = files[0].first_seq, max(f.last_seq for f in files)
     target = live_dir(store, table, site_id) / range_file_name(first, last)
     with duckdb.connect() as con:
-        merged = con.execute(
+        merged = con.sql(
             "select * from read_parquet($files, union_by_name = true) "
             "qualify row_number() over (partition by site_id, id "
             "order by observed_at desc, state_rank desc nulls last) = 1 "
             "order by id",
-            {"files": [str(f.path) for f in files]},
+            params={"files": [str(f.path) for f in files]},
         ).to_arrow_table()
     _write_durably(
         target, merged.select(live_arrow_schema(table).names).cast(live_arrow_schema(table))
