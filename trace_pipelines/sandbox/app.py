@@ -10,9 +10,9 @@ lists are empty and retrieves are 404, as they would be for a platform that only
 connected accounts. `GET /v1/account` without the header returns the platform account.
 
 `/_sandbox/...` is the control API for tests and benchmarks (no auth, local clients only):
-`GET health`, `POST|GET|DELETE faults`, `GET|DELETE requests`, and
-`POST accounts/{acct}/revoke|restore`. Only `/v1` and `/oauth` (see `oauth`) requests are
-logged and delayed.
+`GET health`, `POST|GET|DELETE faults`, `GET|DELETE requests`,
+`POST accounts/{acct}/revoke|restore` and `POST webhooks/simulate` (signed webhook delivery,
+see `delivery`). Only `/v1` and `/oauth` (see `oauth`) requests are logged and delayed.
 """
 
 from __future__ import annotations
@@ -168,10 +168,12 @@ def create_app(
         revoked={a.id for a in store.accounts.values() if a.revoked},
     )
 
-    from trace_pipelines.sandbox.oauth import oauth_routes  # it imports this module
+    # Both import this module.
+    from trace_pipelines.sandbox.delivery import delivery_routes
+    from trace_pipelines.sandbox.oauth import oauth_routes
 
     app = Starlette(
-        routes=_stripe_routes() + _control_routes() + oauth_routes(),
+        routes=_stripe_routes() + _control_routes() + oauth_routes() + delivery_routes(),
         exception_handlers={StripeError: _stripe_error, HTTPException: _http_error},
     )
     app.state.sandbox = state

@@ -135,6 +135,11 @@ class SandboxHandle:
         """Undo `revoke`."""
         self._call("POST", f"/_sandbox/accounts/{account_id}/restore")
 
+    def simulate_webhooks(self, **request: Any) -> dict[str, Any]:
+        """Make a purchase, renewal, refund or dispute and post its events signed; the
+        fields are those of `POST /_sandbox/webhooks/simulate` (see `delivery`)."""
+        return self._call("POST", "/_sandbox/webhooks/simulate", request)
+
     def health(self) -> dict[str, Any]:
         """The sandbox's health answer: status, accounts served and accounts revoked."""
         return self._call("GET", "/_sandbox/health")
