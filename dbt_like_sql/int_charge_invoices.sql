@@ -1,7 +1,7 @@
--- One row per succeeded charge that paid an invoice, naming that invoice. Stripe links the two
--- through invoice payments since API 2025-03-31.basil and through `charge.invoice`,
--- `invoice.charge` and `invoice.payment_intent` before it; every shape is read, so objects
--- rendered by either API version link the same way.
+-- One row per succeeded charge that paid an invoice, naming that invoice and whether this
+-- charge carries it on its revenue row. Stripe links the two through invoice payments since API
+-- 2025-03-31.basil and through `charge.invoice`, `invoice.charge` and `invoice.payment_intent`
+-- before it; every shape is read, so objects rendered by either API version link the same way.
 -- key: site_id, charge_id
 with charges_by_payment_intent as (
     select
@@ -73,6 +73,7 @@ succeeded_links as (
     select
         links.site_id,
         links.charge_id,
+        charges.paid_at,
         links.invoice_id,
         links.link_rank
     from all_links as links
@@ -80,13 +81,27 @@ succeeded_links as (
         on links.site_id = charges.site_id
         and links.charge_id = charges.charge_id
     where links.invoice_id is not null
+),
+
+charge_invoices as (
+    select
+        site_id,
+        charge_id,
+        any_value(paid_at) as paid_at,
+        -- Every shape names the same invoice; should they ever disagree, the basil invoice
+        -- payment wins, then the legacy fields in a fixed order.
+        first(invoice_id order by link_rank, invoice_id) as invoice_id
+    from succeeded_links
+    group by all
 )
 
 select
     site_id,
     charge_id,
-    -- Every shape names the same invoice; should they ever disagree, the basil invoice payment
-    -- wins, then the legacy fields in a fixed order.
-    first(invoice_id order by link_rank, invoice_id) as invoice_id
-from succeeded_links
-group by all
+    invoice_id,
+    -- An invoice settled in several partial payments is carried by its first charge only, so
+    -- no invoice is counted on two revenue rows.
+    row_number() over (
+        partition by site_id, invoice_id order by paid_at, charge_id
+    ) = 1 as carries_invoice
+from charge_invoices

@@ -6,39 +6,23 @@ with first_payments as (
         site_id,
         customer_key,
         first(revenue_id order by paid_at, revenue_id) as revenue_id
-    from analytics.revenue
+    from intermediate.int_revenue_payments
     group by all
 ),
 
 first_payment_details as (
     select
-        revenue.site_id,
-        revenue.customer_key,
-        revenue.revenue_id as first_revenue_id,
-        revenue.paid_at as acquired_at,
-        revenue.currency as acquisition_currency,
-        revenue.customer_email,
-        -- A visitor id the merchant threaded through Stripe, most specific object first.
-        coalesce(
-            payments.charge_visitor_id,
-            sessions.session_visitor_id,
-            subscriptions.trace_visitor_id,
-            payments.invoice_visitor_id,
-            payments.invoice_subscription_visitor_id
-        ) as metadata_visitor_id
+        payments.site_id,
+        payments.customer_key,
+        payments.revenue_id as first_revenue_id,
+        payments.paid_at as acquired_at,
+        payments.currency as acquisition_currency,
+        payments.customer_email,
+        payments.metadata_visitor_id
     from first_payments
-    inner join analytics.revenue as revenue
-        on first_payments.site_id = revenue.site_id
-        and first_payments.revenue_id = revenue.revenue_id
     inner join intermediate.int_revenue_payments as payments
-        on revenue.site_id = payments.site_id
-        and revenue.revenue_id = payments.revenue_id
-    left join intermediate.int_payment_sessions as sessions
-        on revenue.site_id = sessions.site_id
-        and revenue.revenue_id = sessions.revenue_id
-    left join staging.stg_subscriptions as subscriptions
-        on revenue.site_id = subscriptions.site_id
-        and revenue.subscription_id = subscriptions.subscription_id
+        on first_payments.site_id = payments.site_id
+        and first_payments.revenue_id = payments.revenue_id
 ),
 
 email_matches as (

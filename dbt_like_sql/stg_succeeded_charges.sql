@@ -8,44 +8,51 @@ with succeeded_charges as (
         and captured
 ),
 
-charges_by_payment_intent as (
-    -- A refund or dispute that names only its PaymentIntent belongs to the PaymentIntent's
-    -- succeeded charge (the latest one, should a PaymentIntent ever have two).
+refunds_by_charge as (
+    -- Pending refunds count: Stripe has already taken them off the charge's refundable
+    -- balance, and the charge's `amount_refunded` includes them. A refund naming only its
+    -- PaymentIntent belongs to that PaymentIntent's one succeeded charge.
     select
         site_id,
-        payment_intent_id,
-        arg_max(id, created) as charge_id
-    from succeeded_charges
-    where payment_intent_id is not null
-    group by all
-),
-
-refunds_by_charge as (
-    -- Pending refunds count: Stripe has already subtracted them from the charge's refundable
-    -- balance, and `amount_refunded` on the charge includes them.
-    select
-        refunds.site_id,
-        coalesce(refunds.charge_id, by_intent.charge_id) as charge_id,
-        cast(sum(refunds.amount) as bigint) as refunded_amount
-    from raw.stripe_refunds as refunds
-    left join charges_by_payment_intent as by_intent
-        on refunds.site_id = by_intent.site_id
-        and refunds.payment_intent_id = by_intent.payment_intent_id
-    where refunds.status in ('succeeded', 'pending')
+        charge_id,
+        cast(sum(amount) as bigint) as refunded_amount
+    from (
+        select site_id, charge_id, amount
+        from raw.stripe_refunds
+        where status in ('succeeded', 'pending')
+            and charge_id is not null
+        union all
+        select refunds.site_id, charges.id as charge_id, refunds.amount
+        from raw.stripe_refunds as refunds
+        inner join succeeded_charges as charges
+            on refunds.site_id = charges.site_id
+            and refunds.payment_intent_id = charges.payment_intent_id
+        where refunds.status in ('succeeded', 'pending')
+            and refunds.charge_id is null
+    )
     group by all
 ),
 
 lost_disputes_by_charge as (
     -- Only a lost dispute takes money for good; a won one returns what it withheld.
     select
-        disputes.site_id,
-        coalesce(disputes.charge_id, by_intent.charge_id) as charge_id,
-        cast(sum(disputes.amount) as bigint) as disputed_amount
-    from raw.stripe_disputes as disputes
-    left join charges_by_payment_intent as by_intent
-        on disputes.site_id = by_intent.site_id
-        and disputes.payment_intent_id = by_intent.payment_intent_id
-    where disputes.status = 'lost'
+        site_id,
+        charge_id,
+        cast(sum(amount) as bigint) as disputed_amount
+    from (
+        select site_id, charge_id, amount
+        from raw.stripe_disputes
+        where status = 'lost'
+            and charge_id is not null
+        union all
+        select disputes.site_id, charges.id as charge_id, disputes.amount
+        from raw.stripe_disputes as disputes
+        inner join succeeded_charges as charges
+            on disputes.site_id = charges.site_id
+            and disputes.payment_intent_id = charges.payment_intent_id
+        where disputes.status = 'lost'
+            and disputes.charge_id is null
+    )
     group by all
 )
 

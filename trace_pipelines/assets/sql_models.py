@@ -327,7 +327,7 @@ lost_disputes as (
     from raw.stripe_disputes as disputes
     join succeeded_charges as charges
         on disputes.site_id = charges.site_id
-        and coalesce(disputes.charge_id, '') = charges.id
+        and disputes.charge_id = charges.id
     where disputes.status = 'lost'
     group by all
     union all
@@ -601,6 +601,15 @@ def build_model(
     connection.execute("begin transaction")
     try:
         connection.execute(f"create schema if not exists {model.schema}")
+        existing = connection.execute(
+            "select table_type from information_schema.tables "
+            "where table_schema = ? and table_name = ?",
+            [model.schema, model.name],
+        ).fetchall()
+        # A model switched between table and view: `create or replace` cannot change the kind.
+        if existing and existing[0][0] != ("VIEW" if kind == "view" else "BASE TABLE"):
+            other = "table" if kind == "view" else "view"
+            connection.execute(f"drop {other} {model.table}")
         connection.execute(f"create or replace {kind} {model.table} as\n{model.sql}")
         connection.execute("commit")
     except BaseException:
