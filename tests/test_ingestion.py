@@ -243,3 +243,24 @@ def test_bad_input_fails_with_one_clear_message_and_no_partial_partition(
     assert not store.partition_file(CHARGES, site, MARCH).exists()
     assert not list(trace_home.raw_dir.rglob("*.tmp"))
     assert store.partition_file(CHARGES, "site_a", APRIL).exists()
+
+
+def test_a_pre_window_subscription_is_looked_up_once_however_many_months_renew_it(
+    fixtures, trace_home, dagster_instance
+):
+    customer = fixtures.customer(ACCT_A, unix("2024-05-01T00:00:00"), "loyal@example.com")
+    subscription = fixtures.subscription(ACCT_A, unix("2024-05-01T00:00:05"), customer)
+    session = fixtures.session(
+        ACCT_A, unix("2024-05-01T00:00:00"), mode="subscription", subscription=subscription["id"]
+    )
+    for paid in ("2026-03-01T08:00:00", "2026-04-01T08:00:00"):
+        fixtures.paid_invoice(ACCT_A, unix(paid), subscription, "subscription_cycle")
+    with running_sandbox(fixtures.write()) as sandbox:
+        ingestion = ingestion_for(sandbox, trace_home, dagster_instance)
+        ingestion.connect("site_a", ACCT_A, backfill_start=MARCH)
+        for month in (MARCH, APRIL, MARCH):
+            assert ingestion.run("site_a", month).success
+        lookups = [r for r in sandbox.requests() if "subscription=" in r["query"]]
+
+    assert len(lookups) == 1
+    assert ingestion.query("select id from raw.stripe_checkout_sessions") == [(session["id"],)]

@@ -52,6 +52,9 @@ ENDPOINTS_BY_TABLE: dict[str, tuple[str, ...]] = {
 
 INVOICE_SUBSCRIPTION_PATH = "parent.subscription_details.subscription"
 
+# Lookups are one request each at ~150 ms; enough threads in flight to reach the rate limit.
+LOOKUP_THREADS = 8
+
 
 @dataclass
 class PreWindowObjects:
@@ -110,22 +113,21 @@ class MonthFetch:
 
         self._store_pre_window_objects()
 
-    def _add(self, table: RawTable, objects: Iterable[dict], *, referenced: bool = False) -> None:
+    def _rows(self, table: RawTable, objects: Iterable[dict], referenced: bool) -> list[dict]:
         observed_at = datetime.now(UTC).replace(tzinfo=None)
-        month = self.window.month
-        self.writer.add(
-            table,
-            (
-                table.row(
-                    o,
-                    site_id=self.site_id,
-                    month=month,
-                    observed_at=observed_at,
-                    is_referenced=referenced,
-                )
-                for o in objects
-            ),
-        )
+        return [
+            table.row(
+                obj,
+                site_id=self.site_id,
+                month=self.window.month,
+                observed_at=observed_at,
+                is_referenced=referenced,
+            )
+            for obj in objects
+        ]
+
+    def _add(self, table: RawTable, objects: Iterable[dict], *, referenced: bool = False) -> None:
+        self.writer.add(table, self._rows(table, objects, referenced))
 
     def _list_into(self, table: RawTable, path: str, params: dict[str, Any]) -> None:
         for page in self.reader.list_pages(path, params):
@@ -187,21 +189,22 @@ class MonthFetch:
                 pre_window[value["id"]] = value
         return value["id"]
 
+    def _sessions_of_subscription(self, subscription_id: str) -> list[dict]:
+        return list(self.reader.list("/v1/checkout/sessions", {"subscription": subscription_id}))
+
     def _store_pre_window_objects(self) -> None:
         """Store pre-window customers and subscriptions, and the Sessions that started them."""
         self._add(CUSTOMERS, self.pre_window.customers.values(), referenced=True)
         self._add(SUBSCRIPTIONS, self.pre_window.subscriptions.values(), referenced=True)
 
-        already_stored = self.store.stored_ids(CHECKOUT_SESSIONS, self.site_id, "subscription_id")
-        missing = sorted(set(self.pre_window.subscriptions) - already_stored)
-        sessions = [
-            session
-            for subscription_id in missing
-            for session in self.reader.list(
-                "/v1/checkout/sessions", {"subscription": subscription_id}
-            )
-        ]
-        self._add(CHECKOUT_SESSIONS, sessions, referenced=True)
+        with self.store.lookup_ledger(CHECKOUT_SESSIONS, self.site_id) as looked_up:
+            missing = sorted(set(self.pre_window.subscriptions) - looked_up)
+            with ThreadPoolExecutor(max_workers=LOOKUP_THREADS) as pool:
+                found = pool.map(self._sessions_of_subscription, missing)
+                sessions = [session for batch in found for session in batch]
+            rows = self._rows(CHECKOUT_SESSIONS, sessions, referenced=True)
+            self.store.write_site_rows(CHECKOUT_SESSIONS, self.site_id, rows)
+            looked_up.update(missing)
         if self.pre_window.customers or missing:
             self.log(
                 f"Stored {len(self.pre_window.customers)} customers, "

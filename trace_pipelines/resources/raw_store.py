@@ -12,11 +12,15 @@ Layout under `$TRACE_HOME/raw/`:
 
     stripe_charges/_empty.parquet                 zero rows, fixes the view's schema
     stripe_charges/site_id=site_a/2026-03.parquet one partition
+    stripe_checkout_sessions/site_id=site_a/referenced-<id>.parquet
+                                                  pre-window objects looked up once per site
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import shutil
 import threading
@@ -26,7 +30,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -76,17 +79,30 @@ class RawStore:
             raise
         writer.commit()
 
-    def stored_ids(self, table: RawTable, site_id: str, column: str = "id") -> set[str]:
-        """Distinct non-null values of `column` across every stored partition of a site."""
-        files = sorted(self.site_dir(table, site_id).glob("*.parquet"))
-        if not files:
-            return set()
-        with duckdb.connect() as con:
-            rows = con.execute(
-                f"select distinct {column} from read_parquet($files) where {column} is not null",
-                {"files": [str(path) for path in files]},
-            ).fetchall()
-        return {value for (value,) in rows}
+    @contextlib.contextmanager
+    def lookup_ledger(self, table: RawTable, site_id: str) -> Iterator[set[str]]:
+        """The ids a site has already looked up for `table`, held under an exclusive lock.
+
+        Concurrent partition runs of one site meet the same objects from before the backfill
+        window; looking them up while holding this makes each cost one request however many
+        months refer to it. Ids the caller adds are saved when the block ends without error.
+        """
+        folder = self.site_dir(table, site_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        ledger = folder / "_lookups.json"
+        with open(folder / "_lookups.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            ids = set(json.loads(ledger.read_text())) if ledger.exists() else set()
+            yield ids
+            temp = ledger.with_name(f".{ledger.name}.{uuid.uuid4().hex[:12]}.tmp")
+            temp.write_text(json.dumps(sorted(ids)))
+            os.replace(temp, ledger)
+
+    def write_site_rows(self, table: RawTable, site_id: str, rows: list[Mapping[str, Any]]) -> None:
+        """Rows that belong to the site rather than to one month, in a file of their own."""
+        if rows:
+            path = self.site_dir(table, site_id) / f"referenced-{uuid.uuid4().hex[:12]}.parquet"
+            _write_atomically(path, pa.Table.from_pylist(rows, schema=table.arrow_schema))
 
     def delete_site(self, site_id: str) -> None:
         """Remove every raw file of a site; safe to repeat."""
