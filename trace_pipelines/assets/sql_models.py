@@ -672,6 +672,7 @@ def _model_asset(
     model: SqlModel,
     models: Mapping[str, SqlModel],
     models_by_table: Mapping[tuple[str, str], SqlModel],
+    raw_writers: Sequence[AssetKey] = (),
 ) -> AssetsDefinition:
     deps = sorted(
         {
@@ -680,6 +681,10 @@ def _model_asset(
         },
         key=AssetKey.to_user_string,
     )
+    if any(schema == RAW_SCHEMA for schema, _ in model.upstream_tables):
+        # Assets that write raw rows besides the raw assets (the live webhook apply): the edge
+        # makes one live run apply events before it refreshes the models that read them.
+        deps.extend(raw_writers)
     asset_key = AssetKey(model.name)
     checks = checks_for(model)
 
@@ -736,12 +741,18 @@ def _model_asset(
     return _refresh
 
 
-def build_model_assets(models_dir: Path = MODELS_DIR) -> list[AssetsDefinition]:
-    """One asset per `.sql` file in the folder, each with its checks."""
+def build_model_assets(
+    models_dir: Path = MODELS_DIR, raw_writers: Sequence[AssetKey] = ()
+) -> list[AssetsDefinition]:
+    """One asset per `.sql` file in the folder, each with its checks.
+
+    `raw_writers` are extra upstream assets of every model that reads `raw.*` (the code
+    location passes the live webhook apply, see `trace_pipelines.live.assets`).
+    """
     models = load_models(models_dir)
     by_name = {model.name: model for model in models}
     by_table = {(model.schema, model.name): model for model in models}
-    return [_model_asset(model, by_name, by_table) for model in models]
+    return [_model_asset(model, by_name, by_table, raw_writers) for model in models]
 
 
 def build_models_job(model_assets_defs: Sequence[AssetsDefinition], name: str = "analytics_models"):
