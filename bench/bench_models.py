@@ -459,6 +459,8 @@ def run_child(home: Path) -> tuple[dict, int]:
             f"The refresh failed (status {status}); run with --refresh-only to see why."
         )
     report = json.loads(output.strip().splitlines()[-1])
+    # CPU seconds do not grow when other processes compete for the cores; wall seconds do.
+    report["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     # ru_maxrss is in kilobytes on Linux.
     return report, usage.ru_maxrss * 1024
 
@@ -483,21 +485,24 @@ def main() -> None:
     counts = {table.name: data.num_rows for table, data in tables.items()} | inputs
     print(f"wrote the raw store and inputs in {time.perf_counter() - started:.1f}s: {counts}")
 
-    walls, peaks = [], []
+    walls, peaks, cpus = [], [], []
     for run in range(1, args.runs + 1):
         report, peak = run_child(home)
         walls.append(report["seconds"])
         peaks.append(peak)
+        cpus.append(report["cpu_seconds"])
         slowest = sorted(report["builds"].items(), key=lambda item: -item[1])[:5]
         print(
             f"run {run}: {report['seconds']:.2f}s (model builds and checks "
-            f"{sum(report['builds'].values()):.2f}s), peak {peak / 2**20:.0f} MiB, "
+            f"{sum(report['builds'].values()):.2f}s), cpu {report['cpu_seconds']:.1f}s, "
+            f"peak {peak / 2**20:.0f} MiB, "
             f"success={report['success']}, failed checks={report['failed_checks']}, "
             f"slowest={slowest}"
         )
     print(
         f"charges={args.charges:,} median={statistics.median(walls):.2f}s "
-        f"peak_rss={max(peaks) / 2**20:.0f} MiB cpus={os.cpu_count()}"
+        f"median_cpu={statistics.median(cpus):.1f}s peak_rss={max(peaks) / 2**20:.0f} MiB "
+        f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}"
     )
 
 

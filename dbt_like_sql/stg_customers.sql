@@ -1,6 +1,5 @@
 -- One row per Stripe customer, with the email Trace matches identities on.
 -- key: site_id, customer_id
--- materialized: view
 select
     site_id,
     id as customer_id,

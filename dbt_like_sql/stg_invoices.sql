@@ -1,7 +1,6 @@
 -- One row per Stripe invoice, whatever its status, with its subscription link and the kind of
 -- revenue its payment is (first subscription payment, renewal or one-off).
 -- key: site_id, invoice_id
--- materialized: view
 select
     site_id,
     id as invoice_id,

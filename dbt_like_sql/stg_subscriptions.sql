@@ -1,6 +1,5 @@
 -- One row per Stripe subscription, with the visitor id its metadata may carry.
 -- key: site_id, subscription_id
--- materialized: view
 select
     site_id,
     id as subscription_id,

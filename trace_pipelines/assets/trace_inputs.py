@@ -269,9 +269,10 @@ def _first_ragged_line(path: Path, width: int) -> int | None:
 
 
 def _parsed_sql(spec: TraceInput) -> str:
-    """Each row's trimmed text (`text_<column>`, empty as NULL) beside its typed value.
+    """Each row's typed values beside `problem`: what is wrong with it, NULL when nothing is.
 
-    Parsing once and keeping both lets one pass find the first bad row and fill the table.
+    One pass parses every value once; the trimmed text (empty as NULL) is only kept long
+    enough to explain a value that did not parse.
     """
     texts = ", ".join(
         f"nullif(trim({column.name}), '') as text_{column.name}" for column in spec.columns
@@ -281,7 +282,12 @@ def _parsed_sql(spec: TraceInput) -> str:
         f"as {column.name}"
         for column in spec.columns
     )
-    return f"select *, {typed} from (select line, {texts} from staged_input)"
+    names = ", ".join(column.name for column in spec.columns)
+    problems = ", ".join(_problem_sql(column) for column in spec.columns)
+    return (
+        f"select line, {names}, coalesce({problems}) as problem "
+        f"from (select *, {typed} from (select line, {texts} from staged_input))"
+    )
 
 
 def _problem_sql(column: InputColumn) -> str:
@@ -316,10 +322,8 @@ def load_trace_input(
     connection.register("staged_input", staged)
     try:
         connection.execute(f"create or replace temp table parsed_input as {_parsed_sql(spec)}")
-        problems = ", ".join(_problem_sql(column) for column in spec.columns)
         first_problem = connection.execute(
-            f"select line, coalesce({problems}) as problem from parsed_input "
-            "where problem is not null order by line limit 1"
+            "select line, problem from parsed_input where problem is not null order by line limit 1"
         ).fetchall()
         if first_problem:
             [(line, problem)] = first_problem
