@@ -14,12 +14,12 @@ for), `observed_at` (when Trace read it) and `raw_json`. Amounts are integer min
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 StripeObject = Mapping[str, Any]
@@ -102,8 +102,14 @@ class RawTable:
         if self.has_referenced_rows:
             row["is_referenced"] = is_referenced
         row["observed_at"] = observed_at
-        row["raw_json"] = json.dumps(obj, separators=(",", ":"), sort_keys=True)
+        row["raw_json"] = _json(obj)
         return row
+
+
+def _json(value: Any) -> str:
+    # orjson rather than the standard library: serializing every object's JSON was a third of
+    # the backfill's CPU time per page. Sorted keys keep the text stable across fetches.
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def unix_to_utc(value: Any) -> datetime | None:
@@ -170,7 +176,7 @@ def _time(path: str) -> Callable[[StripeObject], datetime | None]:
 
 
 def _metadata_json(obj: StripeObject) -> str:
-    return json.dumps(obj.get("metadata") or {}, separators=(",", ":"), sort_keys=True)
+    return _json(obj.get("metadata") or {})
 
 
 def _visitor(path: str = "metadata") -> Callable[[StripeObject], str | None]:

@@ -37,7 +37,7 @@ from trace_pipelines.assets.stripe_tables import RAW_TABLES, RawTable
 
 # Rows held in memory per table before they go to disk as a row group: keeps memory flat
 # however large a month is.
-ROW_GROUP_ROWS = 5_000
+ROW_GROUP_ROWS = 2_000
 
 
 class RawStore:
