@@ -47,8 +47,8 @@ EVENTS_CATCH_UP_WINDOW = timedelta(days=30) - timedelta(hours=1)
 # idempotent, and this absorbs clock differences between Stripe and this machine.
 EVENTS_OVERLAP = timedelta(minutes=10)
 TRACE_INPUT_FILES = ("touchpoints.csv", "identities.csv", "ad_spend.csv", "sites.csv")
-# Multi-partition runs carry one tag per dimension; this one names the site.
-SITE_PARTITION_TAG = f"dagster/partition/{SITES.name}"
+# Multi-partition runs carry one tag per dimension; the site dimension is named `site`.
+SITE_PARTITION_TAG = "dagster/partition/site"
 
 
 class LifecycleError(SiteError):
@@ -242,7 +242,8 @@ def _land_missed_events(plan: SyncPlan) -> int | None:
 
     site = SiteRegistry(trace_paths().registry).get(plan.site_id)
     reader = StripeReader(api_key=os.environ.get("STRIPE_API_KEY", ""), api_base=stripe_api_base())
-    landed = land_missed_events(reader, landing_store_from_env(), site, plan.events_since)
+    account_reader = reader.for_account(site.stripe_account_id)
+    landed = land_missed_events(account_reader, landing_store_from_env(), site, plan.events_since)
     logger.info("Landed %s missed events of site %s", landed, plan.site_id)
     return landed
 
@@ -269,6 +270,7 @@ def refresh_revenue_models(instance: DagsterInstance | None = None) -> None:
             "duckdb": DuckDBResource(database=str(paths.warehouse)),
         },
         tags={"trace/launched_by": "site-lifecycle"},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=False,
     )
     if not result.success:
@@ -528,14 +530,15 @@ def _delete_dagster_history(instance: DagsterInstance, site_id: str) -> int:
     for run in runs:
         instance.delete_run(run.run_id)
 
-    keys = [key for key in _site_partition_keys(instance, site_id)]
-    for table in RAW_TABLES:
-        try:
-            instance.wipe_asset_partitions(AssetKey(table.name), keys)
-        except NotImplementedError:
-            # Open-source storages cannot wipe single partitions; deleting the runs above
-            # already removed their materialization events.
-            break
+    asset_keys = [AssetKey(table.name) for table in RAW_TABLES]
+    keys = _site_partition_keys(instance, site_id)
+    try:
+        for asset_key in asset_keys:
+            instance.wipe_asset_partitions(asset_key, keys)
+    except NotImplementedError:
+        # Open-source storages cannot wipe single partitions; the runs deleted above took
+        # their materialization events along, and the cached partition status is rebuilt.
+        instance.wipe_asset_cached_status(asset_keys)
     if instance.has_dynamic_partition(SITES.name, site_id):
         instance.delete_dynamic_partition(SITES.name, site_id)
     return len(runs)
