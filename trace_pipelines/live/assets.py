@@ -3,9 +3,9 @@
 `stripe_webhook_events` applies every landed event to the raw tables (`apply.py`) and reports
 each raw (month, site) partition it changed as a materialization of that raw asset, so the
 UI shows live updates on the same partitions the backfill fills. The SQL models that read
-`raw.*` depend on it (`live_model_assets`), so `stripe_live_apply` (this asset, the Trace
-inputs the models join and every model downstream) applies first and then refreshes the
-revenue tables, in one process: a small run starts fast, and the models write one DuckDB file
+`raw.*` depend on it (`live_model_assets`), so `stripe_live_apply` (this asset and what
+`analytics.attributed_revenue` is built from) applies first and then refreshes the revenue
+tables, in one process: a small run starts fast, and the models write one DuckDB file
 under one lock anyway.
 """
 
@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from trace_pipelines.assets.sql_models import build_model_assets
-from trace_pipelines.assets.trace_inputs import trace_input_assets
+from trace_pipelines.assets.stripe_tables import RAW_TABLES_BY_NAME
 from trace_pipelines.live.apply import apply_landed_events, pending_events
 from trace_pipelines.live.files import LIVE_EVENTS_ASSET
 from trace_pipelines.partitions import MONTHS, SITES, partition_key
@@ -35,6 +35,8 @@ LIVE_GROUP = "stripe_live"
 LIVE_JOB_NAME = "stripe_live_apply"
 # Marks live apply runs: the sensor finds them by it, and the run queue may prioritise them.
 LIVE_RUN_TAG = "trace/live_apply"
+# The table a live run brings up to date.
+LIVE_REVENUE_TABLE = "attributed_revenue"
 
 
 @asset(
@@ -116,9 +118,11 @@ live_model_assets = build_model_assets(raw_writers=[AssetKey(LIVE_EVENTS_ASSET)]
 
 stripe_live_apply_job = define_asset_job(
     name=LIVE_JOB_NAME,
-    # The Trace inputs too: the models read them, and a fresh warehouse may not have them yet.
-    selection=AssetSelection.assets(stripe_webhook_events).downstream()
-    | AssetSelection.assets(*trace_input_assets),
+    # Only what analytics.attributed_revenue needs (with the Trace inputs it joins: a fresh
+    # warehouse may not have them yet), so a live run stays small; the USD views, cohorts and
+    # channel performance follow through their own automation conditions.
+    selection=AssetSelection.assets(LIVE_REVENUE_TABLE).upstream()
+    - AssetSelection.assets(*RAW_TABLES_BY_NAME),
     executor_def=in_process_executor,
     tags={LIVE_RUN_TAG: "true", "dagster/priority": "10"},
     description=(
