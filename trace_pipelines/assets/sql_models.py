@@ -351,36 +351,43 @@ charge_net as (
         on charges.site_id = lost_disputes.site_id and charges.id = lost_disputes.id
     group by all
 ),
+invoices as (
+    select site_id, id, status, amount_paid, currency, charge_id, payment_intent_id
+    from raw.stripe_invoices
+),
+invoice_payments as (
+    select site_id, invoice_id, charge_id, payment_intent_id
+    from raw.stripe_invoice_payments
+    where coalesce(status, '') != 'canceled'
+),
 invoices_with_a_charge as (
     select payments.site_id, payments.invoice_id
-    from raw.stripe_invoice_payments as payments
+    from invoice_payments as payments
     join succeeded_charges as charges
         on payments.site_id = charges.site_id and payments.charge_id = charges.id
-    where coalesce(payments.status, '') != 'canceled'
     union
     select payments.site_id, payments.invoice_id
-    from raw.stripe_invoice_payments as payments
+    from invoice_payments as payments
     join succeeded_charges as charges
         on payments.site_id = charges.site_id
         and payments.payment_intent_id = charges.payment_intent_id
-    where coalesce(payments.status, '') != 'canceled'
     union
     select site_id, invoice_id from succeeded_charges where invoice_id is not null
     union
     select invoices.site_id, invoices.id
-    from raw.stripe_invoices as invoices
+    from invoices
     join succeeded_charges as charges
         on invoices.site_id = charges.site_id and invoices.charge_id = charges.id
     union
     select invoices.site_id, invoices.id
-    from raw.stripe_invoices as invoices
+    from invoices
     join succeeded_charges as charges
         on invoices.site_id = charges.site_id
         and invoices.payment_intent_id = charges.payment_intent_id
 ),
 invoice_only_net as (
     select invoices.site_id, invoices.currency, sum(invoices.amount_paid) as net
-    from raw.stripe_invoices as invoices
+    from invoices
     anti join invoices_with_a_charge as linked
         on invoices.site_id = linked.site_id and invoices.id = linked.invoice_id
     where invoices.status = 'paid' and invoices.amount_paid > 0
@@ -505,8 +512,11 @@ MODEL_CHECKS: dict[str, tuple[ModelCheck, ...]] = {
             ),
             violations_sql=(
                 "select site_id, customer_key from {table} group by all "
-                "having count(distinct (coalesce(visitor_id, ''), attribution_path, channel, "
-                "acquired_at)) > 1 or min(paid_at) != min(acquired_at) limit 100"
+                "having min(coalesce(visitor_id, '')) != max(coalesce(visitor_id, '')) "
+                "or min(attribution_path) != max(attribution_path) "
+                "or min(channel) != max(channel) "
+                "or min(acquired_at) != max(acquired_at) "
+                "or min(paid_at) != min(acquired_at) limit 100"
             ),
         ),
     ),
@@ -651,7 +661,9 @@ def column_lineage(
     schema: dict[str, dict[str, dict[str, str]]] = {}
     for (table_schema, table), columns in upstream_columns.items():
         schema.setdefault(table_schema, {})[table] = {name: "text" for name in columns}
-    nodes = lineage(None, model.sql, schema=schema, dialect="duckdb")
+    nodes = lineage(
+        None, model.sql, schema=schema, dialect="duckdb", copy=False, trim_selects=False
+    )
 
     deps_by_column: dict[str, list[TableColumnDep]] = {}
     for column, node in nodes.items():
