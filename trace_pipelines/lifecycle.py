@@ -379,6 +379,11 @@ def handle_deauthorized(account_id: str, at: datetime) -> Site | None:
     return registry.disconnect(site.site_id, at)
 
 
+def on_deauthorized_webhook(site: Site, event: dict) -> None:
+    """The webhook receiver's hook for `account.application.deauthorized` events."""
+    handle_deauthorized(site.stripe_account_id, datetime.fromtimestamp(int(event["created"]), UTC))
+
+
 # --- Delete ----------------------------------------------------------------------------------
 
 
