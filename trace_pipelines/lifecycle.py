@@ -100,6 +100,8 @@ def plan_sync(site_id: str, previous: Site | None, *, backfill: bool, now: datet
     one are read again (re-reading a month replaces it, so nothing is duplicated). A new site
     reads 12 months and this one when `backfill` is set. A site already connected reads
     nothing: its data is current.
+    Shortcoming: after a gap over 30 days, a change during the gap to an object created
+    before the disconnect month (a late refund) is only seen if that month is re-read.
     """
     today = now.date()
     if previous is None:
