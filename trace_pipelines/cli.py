@@ -4,6 +4,8 @@
     trace-pipelines demo generate --out DIR [--customers N] [--seed S]
     trace-pipelines demo run
     trace-pipelines sites connect SITE_ID --domain DOMAIN --stripe-account ACCOUNT_ID [--backfill]
+    trace-pipelines sites disconnect SITE_ID
+    trace-pipelines sites delete SITE_ID [--confirm DOMAIN]
     trace-pipelines sites list
     trace-pipelines backfill SITE_ID [--months 12] [--concurrency 4]
 
@@ -46,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_message(error: Exception) -> str | None:
     from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
 
+    from trace_pipelines.resources.stripe_oauth import StripeOAuthError
     from trace_pipelines.sandbox.store import FixtureError
     from trace_pipelines.sites import SiteError
 
-    if isinstance(error, UsageError | SiteError | FixtureError):
+    if isinstance(error, UsageError | SiteError | FixtureError | StripeOAuthError):
         return str(error)
     dagster_home_errors = DagsterHomeNotSetError | DagsterInvariantViolationError
     if isinstance(error, dagster_home_errors) and "DAGSTER_HOME" in str(error):
@@ -94,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument("--stripe-account", required=True, dest="stripe_account")
     connect.add_argument("--backfill", action="store_true", help="also backfill 12 months")
     connect.set_defaults(handler=_sites_connect)
+    disconnect = site_commands.add_parser("disconnect", help="revoke Stripe access; rows stay")
+    disconnect.add_argument("site_id")
+    disconnect.set_defaults(handler=_sites_disconnect)
+    delete = site_commands.add_parser("delete", help="delete a site and everything tied to it")
+    delete.add_argument("site_id")
+    delete.add_argument("--confirm", metavar="DOMAIN", help="the site's domain, retyped")
+    delete.set_defaults(handler=_sites_delete)
     listing = site_commands.add_parser("list", help="show every registered site")
     listing.set_defaults(handler=_sites_list)
 
@@ -154,18 +164,41 @@ def _demo_run(args: argparse.Namespace) -> int:
 
 
 def _sites_connect(args: argparse.Namespace) -> int:
-    from dagster import DagsterInstance
+    from trace_pipelines import lifecycle
 
-    from trace_pipelines.backfill import register_site_partition
+    results = []
+
+    def run_now(plan) -> None:
+        results.append(lifecycle.run_sync_plan(plan, on_outcome=print_outcome))
+
+    outcome = lifecycle.connect_site(
+        args.site_id,
+        args.domain,
+        args.stripe_account,
+        backfill=args.backfill,
+        launch=run_now,
+    )
+    print(outcome.message)
+    return 1 if any(not result.success for result in results) else 0
+
+
+def _sites_disconnect(args: argparse.Namespace) -> int:
+    from trace_pipelines import lifecycle
+
+    print(lifecycle.disconnect_site(args.site_id).message)
+    return 0
+
+
+def _sites_delete(args: argparse.Namespace) -> int:
+    from trace_pipelines import lifecycle
     from trace_pipelines.sites import SiteRegistry
 
-    site = SiteRegistry(trace_paths().registry).connect(
-        args.site_id, args.domain, args.stripe_account
-    )
-    register_site_partition(DagsterInstance.get(), site.site_id)
-    print(f"Connected site {site.site_id} ({site.domain}) to {site.stripe_account_id}.")
-    if args.backfill:
-        return _run_backfill([site.site_id], months=12, concurrency=4)
+    typed = args.confirm
+    if typed is None:
+        site = SiteRegistry(trace_paths().registry).get(args.site_id)
+        print(f"Deleting {site.site_id} removes every row, file and event tied to it, for good.")
+        typed = input(f"Type {site.domain} to delete it: ")
+    print(lifecycle.delete_site(args.site_id, typed).message)
     return 0
 
 
