@@ -492,9 +492,11 @@ def main() -> None:
         peaks.append(peak)
         cpus.append(report["cpu_seconds"])
         slowest = sorted(report["builds"].items(), key=lambda item: -item[1])[:5]
+        inputs = sum(s for name, s in report["builds"].items() if name.startswith("trace_"))
+        models = sum(report["builds"].values()) - inputs
         print(
-            f"run {run}: {report['seconds']:.2f}s (model builds and checks "
-            f"{sum(report['builds'].values()):.2f}s), cpu {report['cpu_seconds']:.1f}s, "
+            f"run {run}: {report['seconds']:.2f}s (Trace inputs {inputs:.2f}s, models and "
+            f"checks {models:.2f}s), cpu {report['cpu_seconds']:.1f}s, "
             f"peak {peak / 2**20:.0f} MiB, "
             f"success={report['success']}, failed checks={report['failed_checks']}, "
             f"slowest={slowest}"

@@ -859,6 +859,16 @@ def test_a_broken_model_file_is_refused_with_a_clear_message(
         build_model_assets(tmp_path)
 
 
+def test_models_refresh_while_partitions_are_missing_or_a_backfill_runs() -> None:
+    for assets_def in model_assets:
+        condition = repr(assets_def.automation_conditions_by_key[assets_def.key])
+        assert "label='any_deps_missing'" not in condition
+        assert "label='any_deps_in_progress'" not in condition
+        # still eager on new dependency data, and never two refreshes of one model at once
+        assert "label='any_deps_updated'" in condition
+        assert "RunInProgressAutomationCondition" in condition
+
+
 def test_the_job_refreshes_inputs_and_models_with_their_checks() -> None:
     from dagster import Definitions
 
