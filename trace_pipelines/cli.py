@@ -8,6 +8,8 @@
     trace-pipelines sites delete SITE_ID [--confirm DOMAIN]
     trace-pipelines sites list
     trace-pipelines backfill SITE_ID [--months 12] [--concurrency 4]
+    trace-pipelines webhooks serve [--port 8787]
+    trace-pipelines webhooks apply
 
 Every failure a user can cause ends in one line on stderr naming the cause and what to do, and
 exit status 2; a backfill with a failed partition exits 1.
@@ -48,11 +50,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_message(error: Exception) -> str | None:
     from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
 
+    from trace_pipelines.live.run import LiveApplyError
     from trace_pipelines.resources.stripe_oauth import StripeOAuthError
     from trace_pipelines.sandbox.store import FixtureError
     from trace_pipelines.sites import SiteError
+    from trace_pipelines.web.connect import ConnectConfigError
+    from trace_pipelines.web.webhooks import WebhookConfigError
 
-    if isinstance(error, UsageError | SiteError | FixtureError | StripeOAuthError):
+    known = (
+        UsageError,
+        SiteError,
+        FixtureError,
+        StripeOAuthError,
+        WebhookConfigError,
+        ConnectConfigError,
+        LiveApplyError,
+    )
+    if isinstance(error, known):
         return str(error)
     dagster_home_errors = DagsterHomeNotSetError | DagsterInvariantViolationError
     if isinstance(error, dagster_home_errors) and "DAGSTER_HOME" in str(error):
@@ -112,7 +126,35 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--months", type=int, default=12, help="full months before this one")
     backfill.add_argument("--concurrency", type=int, default=4, help="partition runs at once")
     backfill.set_defaults(handler=_backfill)
+
+    webhooks = commands.add_parser("webhooks", help="receive and apply Stripe webhooks")
+    webhook_commands = webhooks.add_subparsers(required=True, metavar="COMMAND")
+    receive = webhook_commands.add_parser("serve", help="run the webhook receiver")
+    receive.add_argument("--port", type=int, default=8787)
+    receive.add_argument("--host", default="127.0.0.1")
+    receive.set_defaults(handler=_webhooks_serve)
+    apply = webhook_commands.add_parser("apply", help="apply every landed event, then return")
+    apply.set_defaults(handler=_webhooks_apply)
     return parser
+
+
+def _webhooks_serve(args: argparse.Namespace) -> int:
+    from trace_pipelines.web.service import serve_service
+
+    logging.getLogger().setLevel(logging.INFO)
+    serve_service(port=args.port, host=args.host)
+    return 0
+
+
+def _webhooks_apply(args: argparse.Namespace) -> int:
+    from trace_pipelines.live.run import apply_and_refresh
+
+    summary = apply_and_refresh()
+    print(
+        f"Applied every landed event through #{summary.applied_through_seq} "
+        f"in {len(summary.runs)} run(s); the models are refreshed."
+    )
+    return 0
 
 
 def _sandbox_serve(args: argparse.Namespace) -> int:

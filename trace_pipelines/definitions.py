@@ -3,6 +3,7 @@
 from dagster import Definitions, EnvVar
 from dagster_duckdb import DuckDBResource
 
+from trace_pipelines.assets.sql_models import analytics_models_job
 from trace_pipelines.assets.stripe_raw import stripe_raw_objects
 from trace_pipelines.assets.trace_inputs import trace_input_assets
 from trace_pipelines.jobs import stripe_backfill_job
@@ -25,7 +26,12 @@ defs = Definitions(
         *trace_input_assets,
         *live_model_assets,
     ],
-    jobs=[stripe_backfill_job, stripe_live_apply_job, stripe_missed_events_job],
+    jobs=[
+        stripe_backfill_job,
+        analytics_models_job,
+        stripe_live_apply_job,
+        stripe_missed_events_job,
+    ],
     schedules=[daily_stripe_refresh, hourly_missed_events],
     sensors=[stripe_events_sensor],
     resources={

@@ -4,6 +4,11 @@ Steps: generate the demo store (once; it is kept under TRACE_HOME), serve it wit
 Stripe sandbox, register the demo sites, backfill 12 months of both through Dagster on the
 persistent instance, refresh the revenue models, print a summary, and serve the UI with the
 daemon until Ctrl-C. DEMO_UI=0 (or `--no-ui`) stops after the summary, for scripts.
+
+While the UI runs, the webhook receiver runs beside it and the sandbox makes a purchase on the
+first demo site every DEMO_PURCHASE_SECONDS (default 5; 0 turns it off) and posts its events,
+signed, to the receiver; the daemon's sensor applies them, so new revenue appears in
+`analytics.attributed_revenue` within seconds.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -29,6 +36,7 @@ from trace_pipelines.settings import TracePaths, trace_paths
 from trace_pipelines.sites import SiteRegistry
 
 UI_ADDRESS = ("127.0.0.1", 3000)
+RECEIVER_PORT = 8787
 
 
 def run_demo(*, serve_ui: bool = True) -> int:
@@ -54,6 +62,7 @@ def run_demo(*, serve_ui: bool = True) -> int:
             ) from None
         # Child processes (partition runs, the UI's code server and daemon) inherit these.
         os.environ["STRIPE_API_BASE"] = sandbox.api_base
+        _configure_live_services(sandbox.api_base)
         site_ids = _register_sites(paths, store / "trace" / "sites.csv")
 
         print(f"Backfilling 12 months for {', '.join(site_ids)} (4 runs at a time) ...")
@@ -66,8 +75,20 @@ def run_demo(*, serve_ui: bool = True) -> int:
         if any(not outcome.success for outcome in outcomes):
             return 1
         if serve_ui:
-            return _serve_ui()
+            return _serve_ui(sandbox, store, site_ids[0])
     return 0
+
+
+def _configure_live_services(sandbox_base: str) -> None:
+    """Settings for the receiver and the Connect routes, fresh secrets for every demo run."""
+    receiver = f"http://127.0.0.1:{RECEIVER_PORT}"
+    os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_" + secrets.token_hex(24))
+    os.environ.setdefault("TRACE_STATE_SECRET", secrets.token_hex(32))
+    os.environ.setdefault("STRIPE_CLIENT_ID", "ca_trace_demo")
+    os.environ.setdefault("STRIPE_CONNECT_BASE", sandbox_base)
+    os.environ.setdefault("TRACE_CONNECT_REDIRECT_URI", f"{receiver}/stripe/connect/callback")
+    host, port = UI_ADDRESS
+    os.environ.setdefault("TRACE_DASHBOARD_URL", f"http://{host}:{port}/assets")
 
 
 def _check_dagster_home() -> None:
@@ -159,21 +180,56 @@ def _print_summary(
     print(f"Warehouse: {paths.warehouse}")
 
 
-def _serve_ui() -> int:
+def _serve_ui(sandbox, store: Path, site_id: str) -> int:
+    from trace_pipelines.sandbox.delivery import run_purchase_loop, visitor_ids_from_inputs
+
     workspace = Path.cwd() / "workspace.yaml"
     if not workspace.is_file():
         raise UsageError("Run the demo from the repository root, where workspace.yaml is.")
     host, port = UI_ADDRESS
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "trace_pipelines.cli", "webhooks", "serve"]
+        + ["--port", str(RECEIVER_PORT)]
+    )
     print(f"\nServing the Dagster UI on http://{host}:{port} with the daemon; Ctrl-C stops all.")
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace)]
     ui = subprocess.Popen([*command, "-h", host, "-p", str(port)])
+
+    stop = threading.Event()
+    every = float(os.environ.get("DEMO_PURCHASE_SECONDS", "5"))
+    if every > 0:
+        account = _account_of(store / "trace" / "sites.csv", site_id)
+        print(f"A purchase on {site_id} every {every:g}s arrives through the webhook receiver.")
+        threading.Thread(
+            target=run_purchase_loop,
+            args=(sandbox, account, f"http://127.0.0.1:{RECEIVER_PORT}/stripe/webhooks"),
+            kwargs={
+                "secret": os.environ["STRIPE_WEBHOOK_SECRET"].split(",")[0],
+                "every_seconds": every,
+                "visitor_ids": visitor_ids_from_inputs(store / "trace", site_id),
+                "stop": stop,
+            },
+            daemon=True,
+        ).start()
     try:
         return ui.wait()
     except KeyboardInterrupt:
-        # dagster dev received the same Ctrl-C and shuts its own children down.
-        try:
-            ui.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            ui.terminate()
-            ui.wait()
+        # dagster dev and the receiver received the same Ctrl-C and shut down on their own.
         return 0
+    finally:
+        stop.set()
+        if receiver.poll() is None:
+            receiver.terminate()  # uvicorn finishes the requests in flight on SIGTERM
+        for process in (ui, receiver):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _account_of(sites_csv: Path, site_id: str) -> str:
+    with open(sites_csv, newline="") as handle:
+        return next(
+            r["stripe_account_id"] for r in csv.DictReader(handle) if r["site_id"] == site_id
+        )
