@@ -23,7 +23,7 @@ demo: $(STAMP) instance
 # The local instance config goes into DAGSTER_HOME once; an existing one (say, PostgreSQL) is kept.
 instance:
 	@mkdir -p $(DAGSTER_HOME)
-	@test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 ## test: build the environment and run the whole suite, slow tests included (this is what CI runs).
 test: $(STAMP)

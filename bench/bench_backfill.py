@@ -50,7 +50,7 @@ def run_size(customers: int, latency_ms: float, concurrency: int) -> dict:
     home = OUT / f"run-{customers}"
     shutil.rmtree(home, ignore_errors=True)
     (home / "dagster_home").mkdir(parents=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster_home" / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster_home" / "dagster.yaml")
     os.environ.update(
         TRACE_HOME=str(home),
         DAGSTER_HOME=str(home / "dagster_home"),

@@ -1,6 +1,6 @@
 """End-to-end latency: webhook POST to the row in `analytics.attributed_revenue`, daemon running.
 
-Starts, in a scratch TRACE_HOME and DAGSTER_HOME (the repository's dagster.yaml): the Dagster
+Starts, in a scratch TRACE_HOME and DAGSTER_HOME (with deploy/dagster.yaml): the Dagster
 daemon (`dagster-daemon run`, which runs the stripe_events sensor and the run queue) and the
 webhook receiver. It applies once to build the warehouse, then posts `--events` signed
 `charge.succeeded` events `--every` seconds apart and polls the warehouse (read-only) until
@@ -95,7 +95,7 @@ def main() -> None:
         "STRIPE_WEBHOOK_SECRET": SECRET,
     }
     (root / "dagster").mkdir(parents=True)
-    shutil.copy(REPO / "dagster.yaml", root / "dagster" / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "dagster.yaml", root / "dagster" / "dagster.yaml")
     os.environ.update(env)
 
     from dagster import DagsterInstance

@@ -33,11 +33,11 @@ def thirteen_months_of_charges(root: Path, per_month: int = 5) -> tuple[Path, in
 
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """TRACE_HOME and a DAGSTER_HOME holding the repository's local dagster.yaml."""
+    """TRACE_HOME and a DAGSTER_HOME holding the repository's local deploy/dagster.yaml."""
     home = tmp_path / "trace_home"
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")
     monkeypatch.setenv("TRACE_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_trace_sandbox")

@@ -28,12 +28,12 @@ DASHBOARD = "http://dashboard.test/sites/{site_id}/attribution"
 def set_lifecycle_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, api_base: str, callback_url: str
 ) -> Path:
-    """TRACE_HOME, DAGSTER_HOME (the repository's dagster.yaml) and the Stripe settings
+    """TRACE_HOME, DAGSTER_HOME (the repository's deploy/dagster.yaml) and the Stripe settings
     pointing at the sandbox; returns TRACE_HOME."""
     home = tmp_path / "trace_home"
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir(exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")
     settings = {
         "TRACE_HOME": str(home),
         "DAGSTER_HOME": str(dagster_home),

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def _serve_ui(sandbox, store: Path, site_id: str) -> int:
 
     stop = threading.Event()
     every = float(os.environ.get("DEMO_PURCHASE_SECONDS", "5"))
-    if every > 0:
+    if every > 0 and _wait_for_receiver(f"http://127.0.0.1:{RECEIVER_PORT}/healthz"):
         account = _account_of(store / "trace" / "sites.csv", site_id)
         print(f"A purchase on {site_id} every {every:g}s arrives through the webhook receiver.")
         threading.Thread(
@@ -226,6 +227,19 @@ def _serve_ui(sandbox, store: Path, site_id: str) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _wait_for_receiver(health_url: str, timeout_seconds: float = 60) -> bool:
+    """True once the receiver answers, so the first purchases are not posted into the void."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health_url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    print("The webhook receiver did not start; no purchases will be simulated.")
+    return False
 
 
 def _account_of(sites_csv: Path, site_id: str) -> str:
