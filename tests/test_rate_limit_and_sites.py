@@ -111,3 +111,21 @@ def test_reconnecting_clears_the_disconnect_and_delete_forgets_the_site(registry
     registry.delete("site_a")
     registry.delete("site_a")
     assert registry.list() == []
+
+
+def test_lookup_claims_hand_each_id_to_one_run_and_release_them_on_failure(tmp_path: Path):
+    from trace_pipelines.assets.stripe_tables import CHECKOUT_SESSIONS
+    from trace_pipelines.resources.raw_store import RawStore
+
+    store = RawStore(tmp_path / "raw")
+    with store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_1", "sub_2"}) as first:
+        with store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_2", "sub_3"}) as second:
+            assert (first, second) == ({"sub_1", "sub_2"}, {"sub_3"})
+    with (
+        pytest.raises(RuntimeError),
+        store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_4"}) as failing,
+    ):
+        assert failing == {"sub_4"}
+        raise RuntimeError("the lookup failed")
+    with store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_1", "sub_4"}) as retry:
+        assert retry == {"sub_4"}

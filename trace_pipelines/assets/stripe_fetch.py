@@ -205,14 +205,13 @@ class MonthFetch:
         self._add(CUSTOMERS, self.pre_window.customers.values(), referenced=True)
         self._add(SUBSCRIPTIONS, self.pre_window.subscriptions.values(), referenced=True)
 
-        with self.store.lookup_ledger(CHECKOUT_SESSIONS, self.site_id) as looked_up:
-            missing = sorted(set(self.pre_window.subscriptions) - looked_up)
+        wanted = set(self.pre_window.subscriptions)
+        with self.store.lookup_claims(CHECKOUT_SESSIONS, self.site_id, wanted) as missing:
             with ThreadPoolExecutor(max_workers=LOOKUP_THREADS) as pool:
-                found = pool.map(self._sessions_of_subscription, missing)
+                found = pool.map(self._sessions_of_subscription, sorted(missing))
                 sessions = [session for batch in found for session in batch]
             rows = self._rows(CHECKOUT_SESSIONS, sessions, referenced=True)
             self.store.write_site_rows(CHECKOUT_SESSIONS, self.site_id, rows)
-            looked_up.update(missing)
         if self.pre_window.customers or missing:
             self.log(
                 f"Stored {len(self.pre_window.customers)} customers, "

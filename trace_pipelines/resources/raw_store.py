@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date
@@ -80,23 +81,48 @@ class RawStore:
         writer.commit()
 
     @contextlib.contextmanager
-    def lookup_ledger(self, table: RawTable, site_id: str) -> Iterator[set[str]]:
-        """The ids a site has already looked up for `table`, held under an exclusive lock.
+    def lookup_claims(self, table: RawTable, site_id: str, wanted: set[str]) -> Iterator[set[str]]:
+        """Claim the ids in `wanted` that no run of the site has looked up or is looking up.
 
         Concurrent partition runs of one site meet the same objects from before the backfill
-        window; looking them up while holding this makes each cost one request however many
-        months refer to it. Ids the caller adds are saved when the block ends without error.
+        window; claiming them first makes each cost one request however many months refer to
+        it, without one run waiting for another's lookups. The claimed ids are marked done when
+        the block ends, and released if it fails; a claim older than an hour (its run was
+        killed) can be taken again.
         """
+        with self._claims(table, site_id) as claims:
+            now = time.time()
+            mine = {
+                object_id
+                for object_id in wanted
+                if object_id not in claims
+                or (claims[object_id][0] == "claimed" and now - claims[object_id][1] > 3600)
+            }
+            claims.update({object_id: ("claimed", now) for object_id in mine})
+        try:
+            yield mine
+        except BaseException:
+            with self._claims(table, site_id) as claims:
+                for object_id in mine:
+                    claims.pop(object_id, None)
+            raise
+        with self._claims(table, site_id) as claims:
+            claims.update({object_id: ("done", time.time()) for object_id in mine})
+
+    @contextlib.contextmanager
+    def _claims(self, table: RawTable, site_id: str) -> Iterator[dict[str, tuple[str, float]]]:
+        """The site's lookup claims, read and written back under an exclusive file lock."""
         folder = self.site_dir(table, site_id)
         folder.mkdir(parents=True, exist_ok=True)
-        ledger = folder / "_lookups.json"
-        with open(folder / "_lookups.lock", "a") as lock:
+        path = folder / "_lookup_claims.json"
+        with open(folder / "_lookup_claims.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            ids = set(json.loads(ledger.read_text())) if ledger.exists() else set()
-            yield ids
-            temp = ledger.with_name(f".{ledger.name}.{uuid.uuid4().hex[:12]}.tmp")
-            temp.write_text(json.dumps(sorted(ids)))
-            os.replace(temp, ledger)
+            raw = json.loads(path.read_text()) if path.exists() else {}
+            claims = {object_id: (state, at) for object_id, (state, at) in raw.items()}
+            yield claims
+            temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+            temp.write_text(json.dumps(claims))
+            os.replace(temp, path)
 
     def write_site_rows(self, table: RawTable, site_id: str, rows: list[Mapping[str, Any]]) -> None:
         """Rows that belong to the site rather than to one month, in a file of their own."""
