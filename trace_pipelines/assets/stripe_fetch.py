@@ -55,7 +55,7 @@ INVOICE_SUBSCRIPTION_PATH = "parent.subscription_details.subscription"
 SESSIONS = "/v1/checkout/sessions"
 
 # List streams in flight per partition run; the shared rate limit, not this, sets the pace.
-STREAM_THREADS = 12
+STREAM_THREADS = 16
 
 # Lookups are one request each at ~150 ms; enough threads in flight to reach the rate limit.
 LOOKUP_THREADS = 8
@@ -82,7 +82,7 @@ class MonthFetch:
         site_id: str,
         month: date,
         window_start: date,
-        slices: int = 4,
+        slices: int = 8,
         log: Callable[[str], None] = lambda message: None,
     ):
         self.reader = reader

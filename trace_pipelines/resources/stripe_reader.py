@@ -60,7 +60,7 @@ class StripeReader(ConfigurableResource):
         default=25.0, description="Stripe's read limit per account in test mode."
     )
     rate_headroom: float = Field(
-        default=0.95,
+        default=0.92,
         description="Fraction of each limit Trace uses, so clock jitter does not cause 429s.",
     )
     max_attempts: int = Field(default=8, description="Attempts per request before giving up.")
