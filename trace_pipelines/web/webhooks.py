@@ -99,6 +99,9 @@ _GROUP_COMMIT_MAX = 500
 # How long an account's site is remembered: a disconnect takes effect within this time.
 SITE_CACHE_SECONDS = 1.0
 
+# After this long without a delivery the writer does the store's housekeeping.
+_IDLE_SECONDS = 0.2
+
 
 class GroupCommitter:
     """One thread that commits waiting deliveries together and wakes each sender after."""
@@ -127,8 +130,13 @@ class GroupCommitter:
                     self._thread.start()
 
     def _run(self) -> None:
+        self.landing.defer_maintenance()
         while True:
-            batch = [self._queue.get()]
+            try:
+                batch = [self._queue.get(timeout=_IDLE_SECONDS)]
+            except queue.Empty:
+                self._maintain()
+                continue
             while len(batch) < _GROUP_COMMIT_MAX:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -142,6 +150,12 @@ class GroupCommitter:
                 continue
             for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
                 loop.call_soon_threadsafe(_settle, future, outcome, None)
+
+    def _maintain(self) -> None:
+        try:
+            self.landing.do_maintenance()
+        except Exception as error:  # noqa: BLE001 - housekeeping must not stop the writer
+            logger.warning("Landing store housekeeping failed: %s", type(error).__name__)
 
 
 def _settle(future: asyncio.Future, outcome: str | None, error: Exception | None) -> None:
