@@ -23,12 +23,11 @@ whole seq range it covers. The merged file is renamed in before the old ones are
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -52,6 +51,7 @@ from trace_pipelines.live.files import (
     range_file_name,
 )
 from trace_pipelines.resources.landing import LandedEvent, LandingStore
+from trace_pipelines.resources.locks import exclusive_file_lock
 from trace_pipelines.resources.raw_store import RawStore
 from trace_pipelines.resources.warehouse import ensure_raw_views, warehouse_lock
 from trace_pipelines.settings import TracePaths
@@ -146,15 +146,8 @@ def pending_events(landing: LandingStore) -> int:
     return max(landing.last_seq() - landing.watermark(WATERMARK), 0)
 
 
-@contextlib.contextmanager
-def _apply_lock(paths: TracePaths) -> Iterator[None]:
-    paths.locks_dir.mkdir(parents=True, exist_ok=True)
-    with open(paths.locks_dir / "live_apply.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _apply_lock(paths: TracePaths) -> contextlib.AbstractContextManager[None]:
+    return exclusive_file_lock(paths.locks_dir / "live_apply.lock")
 
 
 def _rows_of(

@@ -19,7 +19,6 @@ Layout under `$TRACE_HOME/raw/`:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trace_pipelines.assets.stripe_tables import RAW_TABLES, RawTable
+from trace_pipelines.resources.locks import exclusive_file_lock
 
 # Rows held in memory per table before they go to disk as a row group: keeps memory flat
 # however large a month is.
@@ -115,8 +115,7 @@ class RawStore:
         folder = self.site_dir(table, site_id)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "_lookup_claims.json"
-        with open(folder / "_lookup_claims.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_file_lock(folder / "_lookup_claims.lock"):
             raw = json.loads(path.read_text()) if path.exists() else {}
             claims = {object_id: (state, at) for object_id, (state, at) in raw.items()}
             yield claims

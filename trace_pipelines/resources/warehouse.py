@@ -9,14 +9,13 @@ instead of failing on DuckDB's own lock after a timeout.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import time
-from collections.abc import Iterator
 
 import duckdb
 
 from trace_pipelines.assets.stripe_tables import RAW_TABLES
 from trace_pipelines.live.files import ensure_live_schema_files
+from trace_pipelines.resources.locks import exclusive_file_lock
 from trace_pipelines.resources.raw_store import RawStore
 from trace_pipelines.settings import TracePaths
 
@@ -24,16 +23,9 @@ from trace_pipelines.settings import TracePaths
 RAW_VIEWS_VERSION = "2"
 
 
-@contextlib.contextmanager
-def warehouse_lock(paths: TracePaths) -> Iterator[None]:
+def warehouse_lock(paths: TracePaths) -> contextlib.AbstractContextManager[None]:
     """Hold the machine-wide write lock of the warehouse."""
-    paths.locks_dir.mkdir(parents=True, exist_ok=True)
-    with open(paths.locks_dir / "warehouse.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_file_lock(paths.locks_dir / "warehouse.lock")
 
 
 def connect_warehouse(
