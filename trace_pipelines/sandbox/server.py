@@ -15,7 +15,6 @@ import logging
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from starlette.applications import Starlette
 
 from trace_pipelines.sandbox.app import DEFAULT_API_KEY, create_app
 from trace_pipelines.sandbox.store import load_fixtures
+from trace_pipelines.serving import serving_in_thread
 
 logger = logging.getLogger(__name__)
 
@@ -182,32 +182,8 @@ def running_sandbox(
         rate_limit_per_endpoint=rate_limit_per_endpoint,
         now=now,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-
-    # Uvicorn installs signal handlers only on the main thread, so a server in another
-    # thread leaves Ctrl-C to the test runner; it stops when `should_exit` is set.
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"stripe-sandbox-{port}", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + startup_timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"The Stripe sandbox did not start on port {port}; see the log.")
-        time.sleep(0.01)
-
-    try:
-        yield SandboxHandle(f"http://127.0.0.1:{port}", api_key=api_keys[0])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving_in_thread(app, "Stripe sandbox", startup_timeout_s) as api_base:
+        yield SandboxHandle(api_base, api_key=api_keys[0])
 
 
 @contextmanager

@@ -10,9 +10,6 @@ tests and benchmarks.
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from trace_pipelines.resources.landing import LandingStore, landing_store_from_env
+from trace_pipelines.serving import serving_in_thread
 from trace_pipelines.settings import trace_paths
 from trace_pipelines.sites import SiteRegistry
 from trace_pipelines.web.webhooks import (
@@ -105,25 +103,5 @@ class ReceiverHandle:
 def running_receiver(startup_timeout_s: float = 30, **app_options) -> Iterator[ReceiverHandle]:
     """Run the app on a free local port in a background thread for the `with` block."""
     app = create_app(**app_options)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"webhooks-{port}", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + startup_timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"The webhook receiver did not start on port {port}.")
-        time.sleep(0.01)
-    try:
-        yield ReceiverHandle(f"http://127.0.0.1:{port}", app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving_in_thread(app, "webhook receiver", startup_timeout_s) as url:
+        yield ReceiverHandle(url, app)
