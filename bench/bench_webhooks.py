@@ -1,9 +1,9 @@
 """Receiver load: 5,000 signed events from 50 concurrent senders on loopback.
 
-The receiver runs in its own process (uvicorn, the real app, SQLite landing store under a
-scratch TRACE_HOME), as `trace-pipelines webhooks serve` runs it. Fifty senders post 5,000
-distinct events, then re-send 500 of them as Stripe's retries would (fresh signatures); the
-script checks that exactly 5,000 events are stored, once each, and prints acknowledgement
+The receiver runs in its own process through the same `serve` as `trace-pipelines webhooks
+serve` (uvicorn, the real app, SQLite landing store under a scratch TRACE_HOME). Fifty
+senders post 5,000 distinct events, then re-send 500 of them as Stripe's retries would (fresh
+signatures); the script checks that every event is stored once, and prints acknowledgement
 latency percentiles. Goal: p99 under 50 ms.
 
     .venv/bin/python bench/bench_webhooks.py [--events 5000] [--senders 50] [--generator wrk]
@@ -37,15 +37,13 @@ SECRET = "whsec_bench_receiver"
 ACCOUNT = "acct_1BenchLoad"
 
 _SERVER = """
-import sys, uvicorn
+import sys
 from trace_pipelines.resources.landing import SqliteLandingStore
 from trace_pipelines.sites import SiteRegistry
-from trace_pipelines.web.app import create_app
+from trace_pipelines.web.app import serve
 home, port = sys.argv[1], int(sys.argv[2])
-app = create_app(landing=SqliteLandingStore(home + "/landing.sqlite"),
-                 registry=SiteRegistry(home + "/sites.sqlite"), secrets=[sys.argv[3]])
-uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-            lifespan="off")
+serve(port=port, landing=SqliteLandingStore(home + "/landing.sqlite"),
+      registry=SiteRegistry(home + "/sites.sqlite"), secrets=[sys.argv[3]])
 """
 
 

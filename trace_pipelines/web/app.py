@@ -9,6 +9,7 @@ tests and benchmarks.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -80,6 +81,11 @@ def create_app(
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, **app_options) -> None:
     """Serve the app until interrupted (Ctrl-C); `app_options` go to `create_app`."""
     app = create_app(**app_options)
+    # What is built by now lives as long as the process: frozen, the collector stops walking
+    # it, and a larger first generation means fewer collections. Collection pauses were the
+    # receiver's slowest acknowledgements under load (bench/bench_webhooks.py).
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     logger.info("Stripe webhook receiver on http://%s:%d/stripe/webhooks", host, port)
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
