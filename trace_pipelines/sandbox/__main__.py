@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         # The one line a user needs, without a traceback.
         sys.stderr.write(f"error: {e}\n")
         return 2
+    except KeyboardInterrupt:
+        # Uvicorn re-raises Ctrl-C after its graceful shutdown; that shutdown is the answer.
+        return 0
     return 0
 
 
