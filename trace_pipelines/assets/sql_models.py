@@ -59,10 +59,9 @@ from trace_pipelines.assets.trace_inputs import (
     TRACE_INPUTS_BY_TABLE,
     TRACE_SCHEMA,
     trace_input_assets,
-    warehouse_writer,
 )
 from trace_pipelines.resources.storage import TraceStorage
-from trace_pipelines.resources.warehouse import ensure_raw_views
+from trace_pipelines.resources.warehouse import ensure_raw_views, warehouse_writer
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 RAW_SCHEMA = "raw"

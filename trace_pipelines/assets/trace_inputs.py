@@ -17,10 +17,8 @@ line and what to change. When TRACE_INPUTS_DIR is unset the tables are created e
 models downstream still run (and simply attribute nothing).
 """
 
-import contextlib
 import csv
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +37,7 @@ from dagster import (
 from dagster_duckdb import DuckDBResource
 
 from trace_pipelines.resources.storage import TraceStorage
-from trace_pipelines.resources.warehouse import warehouse_lock
+from trace_pipelines.resources.warehouse import warehouse_writer
 from trace_pipelines.settings import inputs_dir
 
 TRACE_SCHEMA = "trace"
@@ -180,36 +178,6 @@ AD_SPEND = TraceInput(
 
 TRACE_INPUTS: tuple[TraceInput, ...] = (TOUCHPOINTS, IDENTITIES, AD_SPEND)
 TRACE_INPUTS_BY_TABLE: dict[str, TraceInput] = {spec.table: spec for spec in TRACE_INPUTS}
-
-
-@contextlib.contextmanager
-def warehouse_writer(
-    duckdb_resource: DuckDBResource, storage: TraceStorage
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A warehouse connection for writing, held under the machine-wide warehouse lock.
-
-    Connections come from dagster-duckdb's `DuckDBResource` so every writer shares one
-    connection config (set once in Definitions) and its retry when another process still holds
-    DuckDB's file lock. The lock file itself makes writers queue in order instead of racing.
-    """
-    paths = storage.paths
-    configured = Path(duckdb_resource.database).expanduser().resolve()
-    if configured != paths.warehouse.resolve():
-        raise Failure(
-            f"The duckdb resource points at {configured} but trace_storage's warehouse is "
-            f"{paths.warehouse}; set DuckDBResource(database=...) to the trace_storage warehouse."
-        )
-    paths.home.mkdir(parents=True, exist_ok=True)
-    with warehouse_lock(paths), duckdb_resource.get_connection() as connection:
-        try:
-            # DuckDB 2.0's DICT_FSST string compression doubles the time to write our
-            # high-cardinality id columns; dictionary and FSST still compress them.
-            connection.execute("set disabled_compression_methods = 'dict_fsst'")
-            yield connection
-        finally:
-            # get_connection closes only on success; a failed statement must not leave the
-            # file open in this process (the next open with another config would fail).
-            connection.close()
 
 
 def read_input_csv(spec: TraceInput, path: Path) -> pa.Table:

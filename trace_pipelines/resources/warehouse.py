@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
+from dagster import Failure
+from dagster_duckdb import DuckDBResource
 
 from trace_pipelines.assets.stripe_tables import RAW_TABLES
 from trace_pipelines.live.files import ensure_live_schema_files
 from trace_pipelines.resources.locks import exclusive_file_lock
 from trace_pipelines.resources.raw_store import RawStore
+from trace_pipelines.resources.storage import TraceStorage
 from trace_pipelines.settings import TracePaths
 
 # Bump when the view definitions change, so existing warehouses pick the new ones up.
@@ -26,6 +31,36 @@ RAW_VIEWS_VERSION = "2"
 def warehouse_lock(paths: TracePaths) -> contextlib.AbstractContextManager[None]:
     """Hold the machine-wide write lock of the warehouse."""
     return exclusive_file_lock(paths.locks_dir / "warehouse.lock")
+
+
+@contextlib.contextmanager
+def warehouse_writer(
+    duckdb_resource: DuckDBResource, storage: TraceStorage
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A warehouse connection for writing, held under the machine-wide warehouse lock.
+
+    Connections come from dagster-duckdb's `DuckDBResource` so every writer shares one
+    connection config (set once in Definitions) and its retry when another process still holds
+    DuckDB's file lock. The lock file itself makes writers queue in order instead of racing.
+    """
+    paths = storage.paths
+    configured = Path(duckdb_resource.database).expanduser().resolve()
+    if configured != paths.warehouse.resolve():
+        raise Failure(
+            f"The duckdb resource points at {configured} but trace_storage's warehouse is "
+            f"{paths.warehouse}; set DuckDBResource(database=...) to the trace_storage warehouse."
+        )
+    paths.home.mkdir(parents=True, exist_ok=True)
+    with warehouse_lock(paths), duckdb_resource.get_connection() as connection:
+        try:
+            # DuckDB 2.0's DICT_FSST string compression doubles the time to write our
+            # high-cardinality id columns; dictionary and FSST still compress them.
+            connection.execute("set disabled_compression_methods = 'dict_fsst'")
+            yield connection
+        finally:
+            # get_connection closes only on success; a failed statement must not leave the
+            # file open in this process (the next open with another config would fail).
+            connection.close()
 
 
 def connect_warehouse(
