@@ -408,7 +408,7 @@ def refresh_once(home: Path) -> None:
     from trace_pipelines.resources.storage import TraceStorage
 
     defs = Definitions(
-        assets=[*trace_input_assets, *model_assets],
+        assets=[*trace_input_assets, model_assets],
         jobs=[analytics_models_job],
         resources={
             "trace_storage": TraceStorage(home=str(home)),

@@ -385,7 +385,7 @@ def refresh(
     folder = write_inputs(home / "inputs", inputs) if inputs is not None else None
     with inputs_env(folder):
         return materialize(
-            [*trace_input_assets, *build_model_assets(models_dir)],
+            [*trace_input_assets, build_model_assets(models_dir)],
             resources=resources(home),
             raise_on_error=raise_on_error,
         )

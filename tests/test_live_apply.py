@@ -108,7 +108,7 @@ def query(paths: TracePaths, sql: str) -> list[tuple]:
 
 
 def refresh_models(paths: TracePaths) -> None:
-    materialize([*trace_input_assets, *model_assets], resources=resources(paths.home))
+    materialize([*trace_input_assets, model_assets], resources=resources(paths.home))
 
 
 def test_state_follows_stripe_time_not_arrival_order(home, landing):

@@ -44,7 +44,7 @@ ACCOUNT = "acct_1Dagster"
 def definitions(trace_home: TracePaths) -> Definitions:
     SiteRegistry(trace_home.registry).connect("site_a", "a.example.com", ACCOUNT)
     return Definitions(
-        assets=[stripe_webhook_events, *trace_input_assets, *live_model_assets],
+        assets=[stripe_webhook_events, *trace_input_assets, live_model_assets],
         jobs=[stripe_live_apply_job],
         resources={
             "trace_storage": TraceStorage(home=str(trace_home.home)),

@@ -555,7 +555,7 @@ def test_non_usd_revenue_warns(shared) -> None:
 def test_every_error_check_passes_on_the_shared_story(shared) -> None:
     _, result = shared
     outcomes = check_outcomes(result)
-    assert len(outcomes) == sum(len(a.check_specs) for a in model_assets)
+    assert len(outcomes) == len(model_assets.check_specs)
     failed = {key: o.description for key, o in outcomes.items() if not o.passed}
     assert failed.keys() == {("revenue", "usd_only")}
 
@@ -695,7 +695,7 @@ def test_model_metadata_schema_row_count_and_lineage(shared) -> None:
     )
     assert ("trace_touchpoints", "source") in upstream("int_customer_acquisitions", "channel")
     for event in events.values():
-        if event.asset_key in {a.key for a in model_assets}:
+        if event.asset_key in model_assets.keys:
             lineage = event.metadata["dagster/column_lineage"].lineage
             columns = [c.name for c in event.metadata["dagster/column_schema"].schema.columns]
             assert set(lineage.deps_by_column) == set(columns), event.asset_key
@@ -728,7 +728,7 @@ CLEAN_INPUTS = {
 def test_every_check_passes_on_a_consistent_usd_dataset(tmp_path: Path) -> None:
     result = refresh(tmp_path, CLEAN_STRIPE, CLEAN_INPUTS)
     outcomes = check_outcomes(result)
-    assert len(outcomes) == sum(len(a.check_specs) for a in model_assets)
+    assert len(outcomes) == len(model_assets.check_specs)
     assert {key: o.description for key, o in outcomes.items() if not o.passed} == {}
 
 
@@ -813,32 +813,26 @@ def test_adding_a_file_adds_an_asset_with_its_dependencies(tmp_path: Path) -> No
         "    using (site_id)\n"
         "cross join (select count(*) from trace.ad_spend)\n"
     )
-    before = {a.key for a in build_model_assets(MODELS_DIR)}
-    after = {a.key: a for a in build_model_assets(tmp_path / "models")}
-    assert set(after) - before == {AssetKey("int_refund_rates")}
-    new = after[AssetKey("int_refund_rates")]
-    assert new.dependency_keys == {
+    before = build_model_assets(MODELS_DIR).keys
+    after = build_model_assets(tmp_path / "models")
+    new = AssetKey("int_refund_rates")
+    assert after.keys - before == {new}
+    assert after.asset_deps[new] == {
         AssetKey("revenue"),
         AssetKey("stripe_charges"),
         AssetKey("trace_ad_spend"),
     }
-    assert new.group_names_by_key[new.key] == "intermediate"
-    assert new.descriptions_by_key[new.key].startswith("One row per site and currency")
+    assert after.group_names_by_key[new] == "intermediate"
+    assert after.descriptions_by_key[new].startswith("One row per site and currency")
 
 
 def test_every_raw_reference_maps_to_the_raw_asset_of_that_name() -> None:
-    deps = {
-        key
-        for assets_def in model_assets
-        for key in assets_def.dependency_keys
-        if key not in {a.key for a in model_assets}
-    }
+    deps = model_assets.dependency_keys - model_assets.keys
     raw = {AssetKey(table.name) for table in RAW_TABLES}
     trace = {a.key for a in trace_input_assets}
     assert deps <= raw | trace
     assert deps >= {AssetKey("stripe_charges"), AssetKey("stripe_invoice_payments")}
-    revenue = next(a for a in model_assets if a.key == AssetKey("revenue"))
-    assert revenue.dependency_keys == {AssetKey("int_revenue_payments")}
+    assert model_assets.asset_deps[AssetKey("revenue")] == {AssetKey("int_revenue_payments")}
 
 
 @pytest.mark.parametrize(
@@ -860,8 +854,8 @@ def test_a_broken_model_file_is_refused_with_a_clear_message(
 
 
 def test_models_refresh_while_partitions_are_missing_or_a_backfill_runs() -> None:
-    for assets_def in model_assets:
-        condition = repr(assets_def.automation_conditions_by_key[assets_def.key])
+    for key in model_assets.keys:
+        condition = repr(model_assets.automation_conditions_by_key[key])
         assert "label='any_deps_missing'" not in condition
         assert "label='any_deps_in_progress'" not in condition
         # still eager on new dependency data, and never two refreshes of one model at once
@@ -873,13 +867,14 @@ def test_the_job_refreshes_inputs_and_models_with_their_checks() -> None:
     from dagster import Definitions
 
     defs = Definitions(
-        assets=[*trace_input_assets, *model_assets],
+        assets=[*trace_input_assets, model_assets],
         jobs=[analytics_models_job],
         resources=resources(Path("/tmp/unused")),
     )
     job = defs.resolve_job_def("analytics_models")
     assert job.asset_layer.executable_asset_keys >= {
-        a.key for a in [*trace_input_assets, *model_assets]
+        *(a.key for a in trace_input_assets),
+        *model_assets.keys,
     }
     checks = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
     assert {"reconciles_with_raw_stripe", "usd_only", "one_attribution_path"} <= checks

@@ -76,7 +76,7 @@ def test_duplicated_reordered_deliveries_are_stored_once_and_give_one_payment(wo
     assert sorted(e.event_id for e in landing.read_after(0)) == sorted(answer["events"])
 
     apply_landed_events(paths, landing)
-    materialize([*trace_input_assets, *model_assets], resources=resources(paths.home))
+    materialize([*trace_input_assets, model_assets], resources=resources(paths.home))
     assert revenue(paths, "site_now") == [("one_off", 4900, 0, 0, 4900)]
 
 
@@ -94,7 +94,7 @@ def test_both_payload_versions_from_the_sandbox_give_the_same_revenue(world):
         )  # fmt: skip
 
     apply_landed_events(paths, landing)
-    materialize([*trace_input_assets, *model_assets], resources=resources(paths.home))
+    materialize([*trace_input_assets, model_assets], resources=resources(paths.home))
 
     expected = [
         ("subscription_first", 2900, 0, 0, 2900),

@@ -24,7 +24,7 @@ defs = Definitions(
         stripe_raw_objects,
         stripe_webhook_events,
         *trace_input_assets,
-        *live_model_assets,
+        live_model_assets,
     ],
     jobs=[
         stripe_backfill_job,

@@ -265,7 +265,7 @@ def refresh_revenue_models(instance: DagsterInstance | None = None) -> None:
 
     paths = trace_paths()
     result = materialize(
-        [*trace_input_assets, *model_assets],
+        [*trace_input_assets, model_assets],
         instance=instance or DagsterInstance.get(),
         resources={
             "trace_storage": TraceStorage(home=str(paths.home)),

@@ -22,15 +22,16 @@ sqlglot over the DuckDB schema of the upstream tables, down to the raw Stripe co
 """
 
 import re
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import sqlglot
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -38,22 +39,25 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSelection,
+    AssetSpec,
     AutomationCondition,
+    Failure,
     MaterializeResult,
     MetadataValue,
     TableColumn,
     TableColumnDep,
     TableColumnLineage,
     TableSchema,
-    asset,
     define_asset_job,
     in_process_executor,
+    multi_asset,
 )
 from dagster_duckdb import DuckDBResource
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
+from trace_pipelines.assets.model_runner import ModelRun, RefreshPlan, refresh_models
 from trace_pipelines.assets.stripe_tables import RAW_TABLES_BY_NAME
 from trace_pipelines.assets.trace_inputs import (
     TRACE_INPUTS_BY_TABLE,
@@ -254,6 +258,7 @@ class ModelCheck:
             ).fetchall():
                 metadata[str(label)] = value
         return AssetCheckResult(
+            asset_key=AssetKey(model.name),
             check_name=self.name,
             passed=not rows,
             severity=self.severity,
@@ -587,6 +592,15 @@ def checks_for(model: SqlModel) -> tuple[ModelCheck, ...]:
     return (key_check(model), *MODEL_CHECKS.get(model.name, ()))
 
 
+def blocking_checks(model: SqlModel) -> tuple[ModelCheck, ...]:
+    return tuple(check for check in checks_for(model) if check.blocking)
+
+
+def later_checks(model: SqlModel) -> tuple[ModelCheck, ...]:
+    """The checks nothing downstream waits for; they run beside the next builds."""
+    return tuple(check for check in checks_for(model) if not check.blocking)
+
+
 # ---------------------------------------------------------------------------------------------
 # Building a model
 
@@ -605,11 +619,14 @@ class BuildOutcome:
 def build_model(
     connection: duckdb.DuckDBPyConnection, model: SqlModel, models: Mapping[str, SqlModel]
 ) -> BuildOutcome:
-    """Replace the model's table (or view) in one transaction, then read back what it made."""
+    """Replace the model's table (or view) in one transaction, then read back what it made.
+
+    The outcome holds the results of the model's blocking checks; `later_checks` are left to
+    the caller.
+    """
     kind = "view" if model.materialized == "view" else "table"
     connection.execute("begin transaction")
     try:
-        connection.execute(f"create schema if not exists {model.schema}")
         existing = connection.execute(
             "select table_type from information_schema.tables "
             "where table_schema = ? and table_name = ?",
@@ -628,7 +645,7 @@ def build_model(
     columns = table_columns(connection, model.schema, model.name)
     row_count = connection.execute(f"select count(*) from {model.table}").fetchall()[0][0]
     upstream = {table: table_columns(connection, *table) for table in model.upstream_tables}
-    check_results = [check.evaluate(connection, model) for check in checks_for(model)]
+    check_results = [check.evaluate(connection, model) for check in blocking_checks(model)]
 
     extra: dict[str, Any] = {}
     whole = models.get(model.name.removesuffix(USD_SUFFIX))
@@ -679,12 +696,11 @@ def column_lineage(
     return TableColumnLineage(deps_by_column=deps_by_column)
 
 
-def _model_asset(
+def _model_spec(
     model: SqlModel,
-    models: Mapping[str, SqlModel],
     models_by_table: Mapping[tuple[str, str], SqlModel],
-    raw_writers: Sequence[AssetKey] = (),
-) -> AssetsDefinition:
+    raw_writers: Sequence[AssetKey],
+) -> AssetSpec:
     deps = sorted(
         {
             table_asset_key(schema, t, models_by_table, model.path)
@@ -696,11 +712,8 @@ def _model_asset(
         # Assets that write raw rows besides the raw assets (the live webhook apply): the edge
         # makes one live run apply events before it refreshes the models that read them.
         deps.extend(raw_writers)
-    asset_key = AssetKey(model.name)
-    checks = checks_for(model)
-
-    @asset(
-        key=asset_key,
+    return AssetSpec(
+        key=AssetKey(model.name),
         deps=deps,
         group_name=model.group_name,
         kinds={"duckdb", "sql"},
@@ -711,51 +724,58 @@ def _model_asset(
             "sql_file": str(model.path.name),
             "materialized": model.materialized,
         },
-        check_specs=[check.spec(asset_key) for check in checks],
         automation_condition=MODEL_AUTOMATION,
     )
-    def _refresh(
-        context: AssetExecutionContext, trace_storage: TraceStorage, duckdb: DuckDBResource
-    ) -> MaterializeResult:
-        ensure_raw_views(trace_storage.paths)
 
-        started = time.perf_counter()
-        with warehouse_writer(duckdb, trace_storage) as connection:
-            outcome = build_model(connection, model, models)
-        seconds = time.perf_counter() - started
-        context.log.info("Built %s: %s rows in %.2fs", model.table, outcome.row_count, seconds)
 
-        metadata: dict[str, Any] = {
-            "dagster/row_count": MetadataValue.int(outcome.row_count),
-            "dagster/column_schema": TableSchema(
-                columns=[
-                    TableColumn(name, data_type) for name, data_type in outcome.columns.items()
-                ]
-            ),
-            "build_seconds": MetadataValue.float(round(seconds, 3)),
-            **outcome.extra_metadata,
-        }
-        try:
-            metadata["dagster/column_lineage"] = column_lineage(
-                model, outcome.upstream_columns, models_by_table
+def _materialize_result(
+    context: AssetExecutionContext,
+    run: ModelRun,
+    models_by_table: Mapping[tuple[str, str], SqlModel],
+) -> MaterializeResult:
+    """The model's materialization: schema, row count, lineage and its selected checks."""
+    model, outcome = run.model, run.outcome
+    context.log.info("Built %s: %s rows in %.2fs", model.table, outcome.row_count, run.seconds)
+    metadata: dict[str, Any] = {
+        "dagster/row_count": MetadataValue.int(outcome.row_count),
+        "dagster/column_schema": TableSchema(
+            columns=[TableColumn(name, data_type) for name, data_type in outcome.columns.items()]
+        ),
+        "build_seconds": MetadataValue.float(round(run.seconds, 3)),
+        **outcome.extra_metadata,
+    }
+    try:
+        metadata["dagster/column_lineage"] = column_lineage(
+            model, outcome.upstream_columns, models_by_table
+        )
+    except SqlglotError as error:
+        # Lineage is documentation: a query sqlglot cannot trace still refreshes.
+        context.log.warning("No column lineage for %s: %s", model.table, error)
+
+    asset_key = AssetKey(model.name)
+    selected = context.selected_asset_check_keys
+    check_results = [
+        result
+        for result in outcome.check_results
+        if AssetCheckKey(asset_key, result.check_name) in selected
+    ]
+    for result in check_results:
+        if not result.passed:
+            context.log.warning(
+                "Check %s on %s failed: %s", result.check_name, model.table, result.description
             )
-        except SqlglotError as error:
-            # Lineage is documentation: a query sqlglot cannot trace still refreshes.
-            context.log.warning("No column lineage for %s: %s", model.table, error)
-        for result in outcome.check_results:
-            if not result.passed:
-                context.log.warning(
-                    "Check %s on %s failed: %s", result.check_name, model.table, result.description
-                )
-        return MaterializeResult(metadata=metadata, check_results=outcome.check_results)
-
-    return _refresh
+    return MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=check_results)
 
 
 def build_model_assets(
     models_dir: Path = MODELS_DIR, raw_writers: Sequence[AssetKey] = ()
-) -> list[AssetsDefinition]:
-    """One asset per `.sql` file in the folder, each with its checks.
+) -> AssetsDefinition:
+    """One asset per `.sql` file in the folder, with its checks, all refreshed by one step.
+
+    Like dagster-dbt's `@dbt_assets`, the models are one subsettable multi-asset: the UI shows
+    and materializes each model on its own, while a run of several builds them in one process
+    over one warehouse connection (`model_runner`), overlapping builds and checks instead of
+    paying a step, a connection and a lock per model.
 
     `raw_writers` are extra upstream assets of every model that reads `raw.*` (the code
     location passes the live webhook apply, see `trace_pipelines.live.assets`).
@@ -763,10 +783,57 @@ def build_model_assets(
     models = load_models(models_dir)
     by_name = {model.name: model for model in models}
     by_table = {(model.schema, model.name): model for model in models}
-    return [_model_asset(model, by_name, by_table, raw_writers) for model in models]
+
+    @multi_asset(
+        name="sql_models",
+        specs=[_model_spec(model, by_table, raw_writers) for model in models],
+        check_specs=[
+            check.spec(AssetKey(model.name)) for model in models for check in checks_for(model)
+        ],
+        can_subset=True,
+    )
+    def sql_models(
+        context: AssetExecutionContext, trace_storage: TraceStorage, duckdb: DuckDBResource
+    ) -> Iterator[MaterializeResult]:
+        ensure_raw_views(trace_storage.paths)
+        selected = [
+            model for model in models if AssetKey(model.name) in context.selected_asset_keys
+        ]
+
+        not_built: list[ModelRun] = []
+        with warehouse_writer(duckdb, trace_storage) as connection:
+            for schema in sorted({model.schema for model in selected}):
+                connection.execute(f"create schema if not exists {schema}")
+            runs = refresh_models(
+                connection,
+                RefreshPlan.of(selected),
+                build=partial(build_model, models=by_name),
+                later_checks=later_checks,
+            )
+            for run in runs:
+                if run.outcome is None:
+                    not_built.append(run)
+                    context.log.error(
+                        "Did not refresh %s: %s", run.model.table, run.error or run.held_back_by
+                    )
+                else:
+                    yield _materialize_result(context, run, by_table)
+
+        errors = [run for run in not_built if run.error is not None]
+        if errors:
+            first = errors[0]
+            skipped = [run.model.name for run in not_built if run is not first]
+            also = f" Not refreshed because of it: {', '.join(skipped)}." if skipped else ""
+            raise Failure(
+                f"{first.model.path.name} failed to build: {first.error}. Fix the model's SQL "
+                f"and materialize it again.{also}"
+            ) from first.error
+        # A failed blocking check fails the step on its own once its result is reported.
+
+    return sql_models
 
 
-def build_models_job(model_assets_defs: Sequence[AssetsDefinition], name: str = "analytics_models"):
+def build_models_job(model_assets_def: AssetsDefinition, name: str = "analytics_models"):
     """An asset job refreshing the Trace inputs and every model (with their checks).
 
     It runs in one process: every step writes the same DuckDB file under one lock, so
@@ -774,7 +841,7 @@ def build_models_job(model_assets_defs: Sequence[AssetsDefinition], name: str = 
     """
     return define_asset_job(
         name=name,
-        selection=AssetSelection.assets(*trace_input_assets, *model_assets_defs),
+        selection=AssetSelection.assets(*trace_input_assets, model_assets_def),
         executor_def=in_process_executor,
         description=(
             "Full refresh of the Trace inputs and every SQL model in dbt_like_sql/, with "
