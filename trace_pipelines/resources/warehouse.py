@@ -25,7 +25,7 @@ from trace_pipelines.resources.storage import TraceStorage
 from trace_pipelines.settings import TracePaths
 
 # Bump when the view definitions change, so existing warehouses pick the new ones up.
-RAW_VIEWS_VERSION = "2"
+RAW_VIEWS_VERSION = "3"
 
 
 def warehouse_lock(paths: TracePaths) -> contextlib.AbstractContextManager[None]:
@@ -88,15 +88,24 @@ def raw_view_sql(store: RawStore) -> list[str]:
     recently observed state of each object, so every view has one row per (site_id, id).
     Two live states observed in the same second are ordered by `state_rank` (how far along
     its life the object is); backfill rows have none and lose such a tie.
+
+    Most objects are stored once, so only the ids stored more than once are ranked: finding
+    them is a hash aggregate over two columns, where ranking every row would sort whole rows
+    (on a million charges that sort was most of the cost of reading the view).
     """
     statements = ["create schema if not exists raw"]
     for table in RAW_TABLES:
         glob = store.glob(table).replace("'", "''")
         statements.append(
             f"create or replace view raw.{table.name} as "
-            f"select * from read_parquet('{glob}', union_by_name = true) "
+            f"with stored as (select * from read_parquet('{glob}', union_by_name = true)), "
+            "stored_twice as ("
+            "select site_id, id from stored group by site_id, id having count(*) > 1) "
+            "select * from stored anti join stored_twice using (site_id, id) "
+            "union all ("
+            "select * from stored semi join stored_twice using (site_id, id) "
             "qualify row_number() over (partition by site_id, id "
-            "order by observed_at desc, state_rank desc nulls last) = 1"
+            "order by observed_at desc, state_rank desc nulls last) = 1)"
         )
     return statements
 
