@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from dagster import (
@@ -215,7 +216,7 @@ def read_input_csv(spec: TraceInput, path: Path) -> pa.Table:
             f"{len(header)} comma-separated fields matching the header."
         ) from error
     # Data starts on line 2; CSV fields here never span lines, so row i is line i + 2.
-    lines = pa.array(range(2, table.num_rows + 2), type=pa.int64())
+    lines = pa.array(np.arange(2, table.num_rows + 2, dtype=np.int64))
     return table.append_column("line", lines)
 
 
@@ -287,31 +288,37 @@ def load_trace_input(
         staged = read_input_csv(spec, folder / spec.file_name)
         source = str(folder / spec.file_name)
 
+    # Written optimistically: the table and a flag for rows that did not parse come out of one
+    # pass. Only when a row is flagged is the transaction rolled back and the first bad line
+    # found, so a good file is parsed once and written once.
     connection.register("staged_input", staged)
     try:
-        connection.execute(f"create or replace temp table parsed_input as {_parsed_sql(spec)}")
-        first_problem = connection.execute(
-            "select line, problem from parsed_input where problem is not null order by line limit 1"
-        ).fetchall()
-        if first_problem:
-            [(line, problem)] = first_problem
-            raise Failure(f"{source} line {line}: {problem}.")
-
         columns = ", ".join(column.name for column in spec.columns)
         connection.execute("begin transaction")
         try:
             connection.execute(f"create schema if not exists {TRACE_SCHEMA}")
             connection.execute(
                 f"create or replace table {spec.qualified_table} as "
-                f"select {columns} from parsed_input"
+                f"select {columns}, problem is not null as unreadable from ({_parsed_sql(spec)})"
             )
+            if connection.execute(
+                f"select 1 from {spec.qualified_table} where unreadable limit 1"
+            ).fetchall():
+                connection.execute("rollback")
+                [(line, problem)] = connection.execute(
+                    f"select line, problem from ({_parsed_sql(spec)}) "
+                    "where problem is not null order by line limit 1"
+                ).fetchall()
+                raise Failure(f"{source} line {line}: {problem}.")
+            connection.execute(f"alter table {spec.qualified_table} drop column unreadable")
             connection.execute("commit")
+        except Failure:
+            raise
         except BaseException:
             connection.execute("rollback")
             raise
     finally:
         connection.unregister("staged_input")
-        connection.execute("drop table if exists parsed_input")
 
     return {
         "dagster/row_count": staged.num_rows,
