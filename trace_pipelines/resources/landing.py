@@ -16,7 +16,6 @@ the rows are on disk, so a crashed apply is simply re-run).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from trace_pipelines.settings import trace_paths
 
@@ -142,7 +143,8 @@ def _row(event: Mapping[str, Any], site_id: str | None, source: str) -> tuple:
         event.get("api_version"),
         datetime.now(UTC).isoformat(),
         source,
-        json.dumps(event, separators=(",", ":")),
+        # orjson: the writer thread serialises every landed event while holding the GIL.
+        orjson.dumps(event).decode(),
     )
 
 
@@ -187,7 +189,7 @@ def _landed(row: tuple) -> LandedEvent:
         api_version=version,
         received_at=received,
         source=source,
-        payload=json.loads(payload) if isinstance(payload, str) else payload,
+        payload=orjson.loads(payload) if isinstance(payload, str) else payload,
     )
 
 

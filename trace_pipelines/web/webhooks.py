@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -37,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -193,6 +193,7 @@ class WebhookReceiver:
         self.responses: Counter[str] = Counter()
         self._committer = GroupCommitter(landing)
         self._sites: dict[str, tuple[float, Site | None]] = {}
+        self._lookups: dict[str, asyncio.Future[Site | None]] = {}
 
     def routes(self) -> list[Route]:
         """The routes this receiver serves; `create_app` adds them to the app."""
@@ -330,13 +331,28 @@ class WebhookReceiver:
         if remembered is not None and time.monotonic() - remembered[0] < SITE_CACHE_SECONDS:
             site = remembered[1]
         else:
-            site = await run_in_threadpool(self.registry.site_for_account, account)
-            self._sites[account] = (time.monotonic(), site)
+            # One lookup per account at a time: when the entry expires under load, the fifty
+            # deliveries in flight wait for the same registry read instead of each opening the
+            # registry in a worker thread, which made every expiry a latency spike.
+            lookup = self._lookups.get(account)
+            if lookup is None:
+                lookup = asyncio.ensure_future(self._look_up(account))
+                self._lookups[account] = lookup
+            # Shielded: a sender that hangs up must not cancel the lookup the others await.
+            site = await asyncio.shield(lookup)
         if site is None:
             return None, HELD_UNKNOWN_ACCOUNT
         if not site.is_connected:
             return site, HELD_DISCONNECTED
         return site, None
+
+    async def _look_up(self, account: str) -> Site | None:
+        try:
+            site = await run_in_threadpool(self.registry.site_for_account, account)
+            self._sites[account] = (time.monotonic(), site)
+            return site
+        finally:
+            del self._lookups[account]
 
     async def _deauthorized(self, site: Site, event: dict[str, Any]) -> None:
         if self.on_deauthorized is None:
@@ -374,8 +390,8 @@ def _signature_timestamp(header: str) -> int | None:
 
 def _parse_event(body: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(body)
-    except ValueError:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise _Refusal(400, "not_json", "The body is not JSON.") from None
     if (
         not isinstance(event, dict)
