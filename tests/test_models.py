@@ -793,6 +793,47 @@ def test_checks_catch_a_corrupt_model(
         }
 
 
+def test_a_model_failing_at_run_time_stops_only_what_reads_it(tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, models_dir)
+    sql = (models_dir / "stg_invoices.sql").read_text()
+    # parses, but fails when DuckDB runs it
+    (models_dir / "stg_invoices.sql").write_text(
+        sql.replace("    amount_paid,\n", "    cast('not a number' as bigint) as amount_paid,\n")
+    )
+
+    result = refresh(
+        tmp_path / "home", CLEAN_STRIPE, CLEAN_INPUTS, models_dir=models_dir, raise_on_error=False
+    )
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert "stg_invoices.sql failed to build" in message
+    assert "int_charge_invoices" in message  # named as not refreshed because of it
+    built = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    # the models that do not read stg_invoices are still refreshed
+    assert {"stg_succeeded_charges", "stg_customers", "stg_checkout_sessions"} <= built
+    assert not built & {"stg_invoices", "int_charge_invoices", "revenue", "attributed_revenue"}
+
+
+def test_materializing_one_model_builds_only_it(tmp_path: Path) -> None:
+    refresh(tmp_path, CLEAN_STRIPE, CLEAN_INPUTS)
+    [(before,)] = query(tmp_path, "select count(*) from analytics.cohort_ltv")
+
+    result = materialize(
+        [*trace_input_assets, model_assets],
+        selection=[AssetKey("cohort_ltv")],
+        resources=resources(tmp_path),
+    )
+
+    built = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert built == {AssetKey("cohort_ltv")}
+    checks = {e.asset_check_key.name for e in result.get_asset_check_evaluations()}
+    assert checks == {"key_is_unique", "matches_attributed_revenue"}
+    assert query(tmp_path, "select count(*) from analytics.cohort_ltv") == [(before,)]
+
+
 # ---------------------------------------------------------------------------------------------
 # The factory: files become assets, references become dependencies.
 
