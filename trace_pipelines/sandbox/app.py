@@ -574,18 +574,24 @@ class _SandboxMiddleware:
         state: SandboxState = scope["app"].state.sandbox if "app" in scope else None
         status = 500
         started = False
+        # The latency is spent before the answer rather than before the handler: Stripe counts
+        # a request against its rate limit when it arrives, and a handler run only after a
+        # 150 ms timer would judge arrivals by when a busy event loop got round to the timer,
+        # bunching requests the client had spaced evenly into 429s real Stripe would not send.
+        answer_at = time.monotonic() + (state.latency_s if is_stripe and state else 0.0)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
+                delay = answer_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 status, started = message["status"], True
                 headers = [*message.get("headers", []), (b"request-id", request_id.encode())]
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
-            if is_stripe and state is not None and state.latency_s:
-                await asyncio.sleep(state.latency_s)
             await self.app(scope, receive, send_with_id)
         except Exception:
             logger.exception("Sandbox failed on %s %s (%s)", scope["method"], path, request_id)
