@@ -4,10 +4,11 @@ Read-only by construction: the only HTTP call this module makes is a GET, reacha
 `list` and `retrieve`. Trace's promise to a site owner is that it can read their Stripe
 account and never write to it; there is no method here that could break it.
 
-Requests go through the official SDK (`stripe.StripeClient.raw_request`), pinned to the SDK's
-API version, with the connected account per request in `Stripe-Account`. Responses are parsed
-once as plain JSON: the raw tables store the objects as Stripe sent them, and building SDK
-objects for a few hundred thousand charges would only cost time.
+Requests go through the official SDK's requestor (the two halves of
+`stripe.StripeClient.raw_request`), pinned to the SDK's API version, with the connected account
+per request in `Stripe-Account`. Successful responses are parsed once, by orjson, into plain
+dicts: the raw tables store the objects as Stripe sent them, and building SDK objects (or the
+SDK's OrderedDicts) for a few hundred thousand charges would only cost time and memory.
 
 The SDK's own retries are switched off: they ignore `Retry-After` and do not retry a 429 that
 lacks `Stripe-Should-Retry`. The loop here honours both, retries 5xx and connection errors
@@ -26,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import stripe
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -153,15 +155,40 @@ class StripeAccountReader:
             with self._counter_lock:
                 self.requests[endpoint] += 1
             try:
-                response = self._client.raw_request(
-                    "get", url, **params, stripe_account=self.account_id
-                )
-                return response.data
+                return self._get_json(url, params)
             except stripe.StripeError as error:
                 if attempt == attempts or not _is_transient(error):
                     raise StripeReadError(self._explain(error, attempt)) from None
                 time.sleep(self._backoff(error, attempt))
         raise AssertionError("unreachable")
+
+    def _get_json(self, url: str, params: Mapping[str, Any]) -> dict:
+        """GET `url` through the SDK and parse a successful body with orjson.
+
+        `raw_request` would parse every body with the standard library's pure-Python object
+        hook into OrderedDicts: measured on a 36,000-object month, that parse was a quarter of
+        a worker's CPU samples and the largest block of its memory at peak, and on a busy
+        machine the CPU it takes is what slows the requests. This does what `raw_request` does
+        with the SDK's requestor (private, hence the SDK pinned in requirements.lock), except
+        for the parse; any other answer goes through the SDK's own interpretation, which raises
+        its typed errors exactly as `raw_request` would.
+        """
+        requestor = self._client._requestor
+        body, status, headers = requestor.request_raw(
+            "get",
+            url,
+            params=params,
+            options={"stripe_account": self.account_id},
+            base_address="api",
+            api_mode="V1",
+            usage=["raw_request"],
+        )
+        if 200 <= status < 300:
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass  # the SDK's interpretation below raises its "Invalid response body" error
+        return requestor._interpret_response(body, status, headers, "V1").data
 
     def _backoff(self, error: stripe.StripeError, attempt: int) -> float:
         retry_after = _header(error, "Retry-After")
