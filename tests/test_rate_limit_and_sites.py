@@ -118,9 +118,12 @@ def test_lookup_claims_hand_each_id_to_one_run_and_release_them_on_failure(tmp_p
     from trace_pipelines.resources.raw_store import RawStore
 
     store = RawStore(tmp_path / "raw")
-    with store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_1", "sub_2"}) as first:
-        with store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_2", "sub_3"}) as second:
-            assert (first, second) == ({"sub_1", "sub_2"}, {"sub_3"})
+    # the second claim is taken while the first is still held
+    with (
+        store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_1", "sub_2"}) as first,
+        store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_2", "sub_3"}) as second,
+    ):
+        assert (first, second) == ({"sub_1", "sub_2"}, {"sub_3"})
     with (
         pytest.raises(RuntimeError),
         store.lookup_claims(CHECKOUT_SESSIONS, "site_a", {"sub_4"}) as failing,
