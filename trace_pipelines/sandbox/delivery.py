@@ -151,13 +151,21 @@ async def _deliver(events: list[dict[str, Any]], simulation: Simulation) -> list
     order = list(reversed(events)) if simulation.reorder else list(events)
     plan = [(event, copy) for event in order for copy in range(1 + simulation.duplicates)]
     results = []
+    signed_at: dict[str, int] = {}
     async with httpx.AsyncClient(timeout=30) as client:
         for index, (event, copy) in enumerate(plan):
             if index and simulation.delay_ms:
                 await asyncio.sleep(simulation.delay_ms / 1000)
             body = json.dumps(event, separators=(",", ":"))
-            # Each delivery is signed at its own second, as Stripe signs every attempt.
-            signature = sign_payload(body, simulation.secret, int(time.time()) - copy)
+            # Stripe signs every attempt afresh, so no two deliveries of one event share a
+            # timestamp (the receiver would take the second for a replay): each is signed at
+            # its own second, one past the previous attempt's when they fall in the same one.
+            previous = signed_at.get(event["id"])
+            timestamp = int(time.time())
+            if previous is not None:
+                timestamp = max(timestamp, previous + 1)
+            signed_at[event["id"]] = timestamp
+            signature = sign_payload(body, simulation.secret, timestamp)
             try:
                 response = await client.post(
                     simulation.url,
