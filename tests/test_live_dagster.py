@@ -7,6 +7,8 @@ scratch TRACE_HOME; the sensor is evaluated against real run records in that ins
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import duckdb
 import pytest
@@ -33,7 +35,7 @@ from trace_pipelines.live.run import apply_and_refresh
 from trace_pipelines.partitions import SITES
 from trace_pipelines.resources.landing import landing_store_from_env
 from trace_pipelines.resources.storage import TraceStorage
-from trace_pipelines.sensors.stripe_events import stripe_events_sensor
+from trace_pipelines.sensors.stripe_events import build_stripe_events_sensor
 from trace_pipelines.settings import TracePaths
 from trace_pipelines.sites import SiteRegistry
 
@@ -95,9 +97,13 @@ def test_one_apply_run_applies_then_refreshes_and_marks_raw_partitions(trace_hom
     assert rows == [("ch_live_1", 4200, "metadata", "v_live")]
 
 
+# The sensor's rules, decided on one look at the landing store (no long poll).
+decide_once = build_stripe_events_sensor(long_poll_seconds=0)
+
+
 def evaluate(instance: DagsterInstance, cursor: str | None = None):
     context = build_sensor_context(instance=instance, cursor=cursor)
-    return stripe_events_sensor(context), context.cursor
+    return decide_once(context), context.cursor
 
 
 def test_the_sensor_requests_one_run_per_backlog_and_never_twice(trace_home, definitions):
@@ -134,3 +140,32 @@ def test_the_sensor_requests_one_run_per_backlog_and_never_twice(trace_home, def
         apply_and_refresh(instance=instance, definitions=definitions)
         done, _ = evaluate(instance, cursor)
         assert isinstance(done, SkipReason) and "Every landed event is applied" in done.skip_message
+
+
+def test_an_evaluation_with_nothing_to_do_waits_for_the_next_event(trace_home, definitions):
+    """The long poll: an event landing mid-evaluation is requested by that same evaluation."""
+    watcher = build_stripe_events_sensor(long_poll_seconds=30)
+    lands = threading.Timer(0.5, landed_purchase, args=("evt_poll_1", "ch_poll_1"))
+    with DagsterInstance.ephemeral() as instance:
+        context = build_sensor_context(instance=instance)
+        started = time.monotonic()
+        lands.start()
+        try:
+            request = watcher(context)
+        finally:
+            lands.join()
+        waited = time.monotonic() - started
+
+    assert isinstance(request, RunRequest)
+    assert json.loads(context.cursor) == {"requested_seq": 2, "runs": 1}
+    # It answered once the event landed, not at the end of its 30-second watch.
+    assert waited < 30
+
+
+def test_an_evaluation_that_sees_no_event_skips_when_its_watch_ends(trace_home, definitions):
+    with DagsterInstance.ephemeral() as instance:
+        context = build_sensor_context(instance=instance)
+        result = build_stripe_events_sensor(long_poll_seconds=0.3)(context)
+
+    assert isinstance(result, SkipReason)
+    assert "Every landed event is applied" in result.skip_message
