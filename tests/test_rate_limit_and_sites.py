@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 
 import pytest
 
-from trace_pipelines.resources.rate_limit import SharedRateLimit
+from trace_pipelines.resources.rate_limit import SharedRateLimit, wait_for_slots
 from trace_pipelines.sites import SiteError, SiteRegistry
 
 
@@ -39,6 +40,37 @@ def test_rate_limits_with_different_names_do_not_share_slots(tmp_path: Path):
     first = charges.reserve()
     assert invoices.reserve() - first < 0.5
     assert charges.reserve() - first >= 1.0 - 1e-6
+
+
+def test_admit_holds_a_request_back_while_the_last_second_is_full(tmp_path: Path):
+    # A booked slot says when a request may start; a thread that woke late must still not
+    # start beside the requests booked after it. `admit` counts real starts in a sliding second.
+    limit = SharedRateLimit(tmp_path, "acct_x/v1/charges", requests_per_second=5)
+    before = time.time()
+    for _ in range(5):
+        limit.admit()
+    assert time.time() - before < 0.5, "five starts fit in one second at 5/s"
+    limit.admit()
+    assert time.time() >= before + 1.0
+
+
+def test_wait_for_slots_admits_on_every_limit(tmp_path: Path):
+    account = SharedRateLimit(tmp_path, "acct_x", requests_per_second=100)
+    endpoint = SharedRateLimit(tmp_path, "acct_x/v1/charges", requests_per_second=2)
+    before = time.time()
+    # Two requests started on the endpoint without booking slots (say, a thread that woke
+    # late): the endpoint's next slot is free, but its last second is full.
+    endpoint.admit()
+    endpoint.admit()
+    wait_for_slots(account, endpoint)
+    assert time.time() >= before + 1.0
+
+
+def test_a_rate_limit_file_of_the_older_layout_is_read(tmp_path: Path):
+    limit = SharedRateLimit(tmp_path, "acct_x/v1/charges", requests_per_second=1)
+    later = time.time() + 30
+    limit.path.write_text(repr(later))  # the next free slot alone, as older versions wrote it
+    assert limit.reserve() == later
 
 
 @pytest.fixture

@@ -62,8 +62,11 @@ class StripeReader(ConfigurableResource):
         default=25.0, description="Stripe's read limit per account in test mode."
     )
     rate_headroom: float = Field(
-        default=0.92,
-        description="Fraction of each limit Trace uses, so clock jitter does not cause 429s.",
+        default=0.96,
+        description=(
+            "Fraction of each limit Trace paces at; the rest absorbs the jitter between a "
+            "request's start here and its arrival at Stripe."
+        ),
     )
     max_attempts: int = Field(default=8, description="Attempts per request before giving up.")
     max_backoff_seconds: float = Field(default=20.0, description="Cap on one retry's wait.")
