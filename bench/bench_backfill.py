@@ -77,6 +77,8 @@ def run_size(customers: int, latency_ms: float, concurrency: int) -> dict:
         outcomes = backfill([site[0]], months=12, concurrency=concurrency)
         seconds = time.monotonic() - started
         log = sandbox.requests()
+    # The sandbox's request log, for reading where a run lost time (429s, idle endpoints).
+    (home / "requests.json").write_text(json.dumps(log))
 
     failed = [o for o in outcomes if not o.success]
     if failed:

@@ -405,6 +405,7 @@ def refresh_once(home: Path) -> None:
 
     from trace_pipelines.assets.sql_models import analytics_models_job, model_assets
     from trace_pipelines.assets.trace_inputs import trace_input_assets
+    from trace_pipelines.backfill import process_peak_rss_mb
     from trace_pipelines.resources.storage import TraceStorage
 
     defs = Definitions(
@@ -443,6 +444,7 @@ def refresh_once(home: Path) -> None:
                 "builds": timings,
                 "steps": steps,
                 "failed_checks": failed,
+                "peak_rss_mb": process_peak_rss_mb(),
             }
         )
     )
@@ -469,8 +471,9 @@ def run_child(home: Path) -> tuple[dict, int]:
     report = json.loads(output.strip().splitlines()[-1])
     # CPU seconds do not grow when other processes compete for the cores; wall seconds do.
     report["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-    # ru_maxrss is in kilobytes on Linux.
-    return report, usage.ru_maxrss * 1024
+    # The child's own high-water mark: ru_maxrss would be at least this parent's size, which
+    # exec carries over (and this parent holds the generated store).
+    return report, int(report["peak_rss_mb"] * 1024 * 1024)
 
 
 def main() -> None:

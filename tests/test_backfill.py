@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import uuid
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from tests.stripe_fixtures import FixtureFolder
+from trace_pipelines.backfill import process_peak_rss_mb
 from trace_pipelines.cli import main
 from trace_pipelines.partitions import backfill_months
 from trace_pipelines.sandbox.server import running_sandbox
@@ -151,3 +153,24 @@ def test_backfill_on_a_postgres_instance_records_runs_and_materializations(
             for e in events
         }
         assert counts == {f"{month:%Y-%m-%d}|site_a": 3 for month in backfill_months(2)}
+
+
+def _report_peak(queue) -> None:
+    queue.put(process_peak_rss_mb())
+
+
+def test_a_spawned_worker_reports_its_own_peak_memory_not_its_parents():
+    # exec carries the replaced process's high-water mark into ru_maxrss, so a worker spawned
+    # by a large parent used to report the parent's size as its own peak.
+    ballast = bytearray(400 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    worker = context.Process(target=_report_peak, args=(queue,))
+    worker.start()
+    worker_peak = queue.get(timeout=60)
+    worker.join()
+
+    assert process_peak_rss_mb() > 400
+    assert 0 < worker_peak < 300
+    del ballast

@@ -129,9 +129,26 @@ def run_partition(site_id: str, stripe_account_id: str, month: date) -> Partitio
         rows=rows,
         requests=requests,
         seconds=time.monotonic() - started,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=process_peak_rss_mb(),
         error=None if result.success else _failure_message(result),
     )
+
+
+def process_peak_rss_mb() -> float:
+    """The most memory this process has held resident, in MiB.
+
+    Linux's `VmHWM`, counted from the process's own start. `ru_maxrss` is not: exec keeps the
+    high-water mark of the process it replaced, so a worker spawned by a large parent would
+    report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # the line reads "VmHWM:  123456 kB"
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _failure_message(result) -> str:
