@@ -17,6 +17,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 ## demo: build the environment, generate the demo store, backfill both demo sites and serve the UI.
 ## DEMO_UI=0 stops after the backfill and the summary (for scripts).
+## The allocator settings keep backfill runs' memory down (see WORKER_ALLOCATOR_ENV in
+## trace_pipelines/backfill.py); the daemon's runs inherit them from here.
+demo: export MALLOC_ARENA_MAX ?= 2
+demo: export ARROW_DEFAULT_MEMORY_POOL ?= system
 demo: $(STAMP) instance
 	$(BIN)/trace-pipelines demo run
 
