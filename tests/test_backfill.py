@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import uuid
 from datetime import UTC, datetime
@@ -13,7 +14,11 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from tests.stripe_fixtures import FixtureFolder
-from trace_pipelines.backfill import process_peak_rss_mb
+from trace_pipelines.backfill import (
+    WORKER_ALLOCATOR_ENV,
+    process_peak_rss_mb,
+    worker_environment,
+)
 from trace_pipelines.cli import main
 from trace_pipelines.partitions import backfill_months
 from trace_pipelines.sandbox.server import running_sandbox
@@ -174,3 +179,24 @@ def test_a_spawned_worker_reports_its_own_peak_memory_not_its_parents():
     assert process_peak_rss_mb() > 400
     assert 0 < worker_peak < 300
     del ballast
+
+
+def _read_allocator_env(queue) -> None:
+    queue.put({name: os.environ.get(name) for name in WORKER_ALLOCATOR_ENV})
+
+
+def test_backfill_workers_start_with_the_allocator_settings_and_a_users_own_win(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    with worker_environment():
+        worker = context.Process(target=_read_allocator_env, args=(queue,))
+        worker.start()
+    seen = queue.get(timeout=60)
+    worker.join()
+
+    assert seen == {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
+    # The CLI's own environment is left as it was.
+    assert "MALLOC_ARENA_MAX" not in os.environ
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"

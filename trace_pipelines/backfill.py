@@ -100,7 +100,7 @@ def _run_all(
     # Spawned, not forked: the parent may hold threads and open SQLite handles.
     context = multiprocessing.get_context("spawn")
     with (
-        _worker_environment(),
+        worker_environment(),
         ProcessPoolExecutor(max_workers=concurrency, mp_context=context) as pool,
     ):
         futures = [
@@ -114,7 +114,7 @@ def _run_all(
 
 
 @contextlib.contextmanager
-def _worker_environment() -> Iterator[None]:
+def worker_environment() -> Iterator[None]:
     """Spawned workers copy this process's environment: add the allocator settings meanwhile."""
     added = {name: value for name, value in WORKER_ALLOCATOR_ENV.items() if name not in os.environ}
     os.environ.update(added)
