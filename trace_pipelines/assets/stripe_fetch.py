@@ -63,7 +63,12 @@ LOOKUP_THREADS = 8
 
 @dataclass
 class PreWindowObjects:
-    """Objects created before the backfill window that this month's payments refer to."""
+    """Objects created before the backfill window that this month's payments refer to, by id.
+
+    Each is kept as its table row (typed columns and the JSON text), not as the parsed object:
+    a long-lived account's payments refer to thousands of old customers a month, and a parsed
+    object takes several times the memory of its JSON.
+    """
 
     customers: dict[str, dict] = field(default_factory=dict)
     subscriptions: dict[str, dict] = field(default_factory=dict)
@@ -183,38 +188,44 @@ class MonthFetch:
         return items
 
     def _fold_customer(self, value: Any) -> Any:
-        return self._fold(value, self.pre_window.customers)
+        return self._fold(value, CUSTOMERS, self.pre_window.customers)
 
     def _fold_subscription(self, value: Any) -> Any:
-        return self._fold(value, self.pre_window.subscriptions)
+        return self._fold(value, SUBSCRIPTIONS, self.pre_window.subscriptions)
 
-    def _fold(self, value: Any, pre_window: dict[str, dict]) -> Any:
-        """Replace an expanded object by its id, keeping it aside if it predates the window."""
+    def _fold(self, value: Any, table: RawTable, kept: dict[str, dict]) -> Any:
+        """Replace an expanded object by its id, keeping its row if it predates the window."""
         if not isinstance(value, dict):
             return value
-        if (value.get("created") or 0) < self.window_start_unix:
+        object_id = value["id"]
+        if (value.get("created") or 0) < self.window_start_unix and object_id not in kept:
+            [row] = self._rows(table, [value], referenced=True)
             with self.pre_window.lock:
-                pre_window[value["id"]] = value
-        return value["id"]
+                kept[object_id] = row
+        return object_id
 
     def _sessions_of_subscription(self, subscription_id: str) -> list[dict]:
         return list(self.reader.list(SESSIONS, {"subscription": subscription_id}))
 
     def _store_pre_window_objects(self) -> None:
         """Store pre-window customers and subscriptions, and the Sessions that started them."""
-        self._add(CUSTOMERS, self.pre_window.customers.values(), referenced=True)
-        self._add(SUBSCRIPTIONS, self.pre_window.subscriptions.values(), referenced=True)
+        self.writer.add(CUSTOMERS, self.pre_window.customers.values())
+        self.writer.add(SUBSCRIPTIONS, self.pre_window.subscriptions.values())
 
         wanted = set(self.pre_window.subscriptions)
         with self.store.lookup_claims(CHECKOUT_SESSIONS, self.site_id, wanted) as missing:
             with ThreadPoolExecutor(max_workers=LOOKUP_THREADS) as pool:
                 found = pool.map(self._sessions_of_subscription, sorted(missing))
-                sessions = [session for batch in found for session in batch]
-            rows = self._rows(CHECKOUT_SESSIONS, sessions, referenced=True)
+                # Each batch becomes rows as it arrives, so the parsed Sessions never pile up.
+                rows = [
+                    row
+                    for batch in found
+                    for row in self._rows(CHECKOUT_SESSIONS, batch, referenced=True)
+                ]
             self.store.write_site_rows(CHECKOUT_SESSIONS, self.site_id, rows)
         if self.pre_window.customers or missing:
             self.log(
                 f"Stored {len(self.pre_window.customers)} customers, "
-                f"{len(self.pre_window.subscriptions)} subscriptions and {len(sessions)} "
+                f"{len(self.pre_window.subscriptions)} subscriptions and {len(rows)} "
                 "Checkout Sessions created before the backfill window."
             )
