@@ -7,6 +7,7 @@ a test against Stripe itself would get them.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from trace_pipelines.live.catch_up import land_missed_events
 from trace_pipelines.resources.landing import SqliteLandingStore
 from trace_pipelines.resources.stripe_reader import StripeReader
 from trace_pipelines.sandbox import running_sandbox
+from trace_pipelines.sandbox.delivery import run_purchase_loop
 from trace_pipelines.settings import TracePaths
 from trace_pipelines.sites import SiteRegistry
 from trace_pipelines.web.app import running_receiver
@@ -132,3 +134,38 @@ def test_a_simulation_for_an_unknown_account_or_kind_is_refused(world):
         simulate(sandbox, receiver, "site_now", "chargeback")
     with pytest.raises(RuntimeError, match="no succeeded charge"):
         simulate(sandbox, receiver, "site_old", "refund")
+
+
+def test_the_purchase_loop_delivers_and_ends_quietly_when_the_sandbox_is_gone(
+    tmp_path: Path, caplog
+):
+    fixtures = FixtureFolder(tmp_path / "fixtures")
+    fixtures.objects[ACCOUNTS["site_now"]]  # an empty account folder
+    landing = SqliteLandingStore(tmp_path / "landing.sqlite")
+    registry = SiteRegistry(tmp_path / "sites.sqlite")
+    registry.connect("site_now", "site-now.example.com", ACCOUNTS["site_now"])
+    with running_receiver(landing=landing, registry=registry, secrets=[SECRET]) as receiver:
+        with running_sandbox(fixtures.write()) as sandbox:
+            made = run_purchase_loop(
+                sandbox, ACCOUNTS["site_now"], receiver.webhook_url, SECRET, 0, max_purchases=2
+            )
+            assert made == 2
+            assert landing.count() > 0  # what a purchase sends reached the receiver
+
+        # The sandbox has stopped, as on Ctrl-C before the demo sets `stop`: the loop warns
+        # while nobody asked it to stop, and ends without an error once asked.
+        assert (
+            run_purchase_loop(
+                sandbox, ACCOUNTS["site_now"], receiver.webhook_url, SECRET, 0, max_purchases=1
+            )
+            == 1
+        )
+        assert "Sandbox unreachable" in caplog.text
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        assert (
+            run_purchase_loop(
+                sandbox, ACCOUNTS["site_now"], receiver.webhook_url, SECRET, 0, stop=stop
+            )
+            == 0
+        )

@@ -492,7 +492,8 @@ def run_purchase_loop(
 
     `handle` is a running sandbox's `SandboxHandle`. Purchases take the `visitor_ids` in turn
     (on the Checkout Session), so they appear attributed when those visitors are in the Trace
-    inputs; with none they are unattributed. A failed purchase is logged and the loop goes on.
+    inputs; with none they are unattributed. A failed purchase is logged and the loop goes on;
+    a sandbox that stopped answering ends the loop quietly once `stop` is set.
     """
     stop = stop or threading.Event()
     made = 0
@@ -505,6 +506,12 @@ def run_purchase_loop(
             logger.info("Sandbox purchase %s in %s", answer["objects"].get("charge"), account)
         except RuntimeError as error:
             logger.warning("Sandbox purchase in %s failed: %s", account, error)
+        except OSError as error:
+            # The sandbox is unreachable. On Ctrl-C it stops before `stop` is set (the whole
+            # process group gets the signal): give the caller a moment to say so, and end quietly.
+            if stop.wait(1.0):
+                break
+            logger.warning("Sandbox unreachable for a purchase in %s: %s", account, error)
         made += 1
         stop.wait(every_seconds)
     return made
