@@ -40,7 +40,7 @@ from dagster import (
 
 from trace_pipelines.live.apply import WATERMARK
 from trace_pipelines.live.assets import LIVE_JOB_NAME, LIVE_RUN_TAG, stripe_live_apply_job
-from trace_pipelines.resources.landing import LandingStore, landing_store_from_env
+from trace_pipelines.resources.landing import landing_store_from_env
 
 FAILURE_BACKOFF_SECONDS = 30
 # An apply run executing longer than this is presumed dead (its process killed without the
@@ -71,18 +71,20 @@ def build_stripe_events_sensor(long_poll_seconds: float = LONG_POLL_SECONDS) -> 
     def stripe_events_sensor(context: SensorEvaluationContext):
         """Request a live apply run as soon as events wait and no run will pick them up."""
         landing = landing_store_from_env()
+
+        def look() -> tuple[int, int]:
+            """The last landed seq and the apply watermark."""
+            return landing.last_seq(), landing.watermark(WATERMARK)
+
         deadline = time.monotonic() + long_poll_seconds
         while True:
-            seen = (landing.last_seq(), landing.watermark(WATERMARK))
-            decision = _decide(context, landing, *seen)
+            seen = look()
+            decision = _decide(context, *seen)
             if isinstance(decision, RunRequest):
                 return decision
             # Only a new event or a moved watermark can change the decision before the next
             # evaluation; a run finishing or failing alone is left to that evaluation.
-            while time.monotonic() < deadline and seen == (
-                landing.last_seq(),
-                landing.watermark(WATERMARK),
-            ):
+            while time.monotonic() < deadline and look() == seen:
                 time.sleep(POLL_SECONDS)
             if time.monotonic() >= deadline:
                 return decision
@@ -90,10 +92,8 @@ def build_stripe_events_sensor(long_poll_seconds: float = LONG_POLL_SECONDS) -> 
     return stripe_events_sensor
 
 
-def _decide(
-    context: SensorEvaluationContext, landing: LandingStore, landed: int, applied: int
-) -> RunRequest | SkipReason:
-    """One look at the landing store and the apply runs: ask for a run, or say why not."""
+def _decide(context: SensorEvaluationContext, landed: int, applied: int) -> RunRequest | SkipReason:
+    """Given what the landing store holds, and the apply runs: ask for a run, or say why not."""
     if landed <= applied:
         return SkipReason(f"Every landed event is applied (through seq {applied}).")
 
